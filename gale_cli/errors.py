@@ -24,8 +24,8 @@ class InvalidSpec(UsageError):
     """A spec that failed validation; `problems` are (field, message) pairs."""
 
     def __init__(self, problems: list[tuple[str, str]], hint: str | None = None) -> None:
-        lines = "\n".join(f"{field}: {message}" for field, message in problems)
-        super().__init__(lines, hint)
+        lines = "".join(f"\n  {field}: {message}" for field, message in problems)
+        super().__init__("the deployment spec is not valid:" + lines, hint)
         self.problems = problems
 
 

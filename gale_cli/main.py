@@ -1,0 +1,62 @@
+"""The `gale` command: the Typer app, and the one place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from gale_cli.commands import catalog, deploy
+from gale_cli.errors import GaleError
+
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="gale",
+    help="Deploy open-source LLMs as autoscaled, key-protected, OpenAI-compatible services.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(catalog.models_app, name="models")
+app.command("hardware")(catalog.hardware)
+app.command("deploy")(deploy.deploy)
+
+
+def run() -> None:
+    """Console-script entry point: run the app and map every outcome to an exit code."""
+    sys.exit(main(sys.argv[1:]))
+
+
+def main(argv: list[str]) -> int:
+    """Run `gale` with arguments; return the exit code instead of exiting."""
+    from gale_cli import output
+
+    debug = os.environ.get("GALE_DEBUG") == "1"
+    try:
+        result = app(args=argv, prog_name="gale", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except (KeyboardInterrupt, typer.Abort):
+        output.message("interrupted")
+        return EXIT_INTERRUPTED
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # bad flags or arguments: Typer words them
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            output.error(exc.message)
+        return exc.exit_code
+    except GaleError as exc:
+        if debug:
+            traceback.print_exc()
+        output.error(exc.message, exc.hint)
+        return exc.exit_code
+    except Exception as exc:  # the last resort: no traceback unless asked for
+        if debug:
+            raise
+        output.error(f"unexpected error: {exc}", "run again with GALE_DEBUG=1 to see the traceback")
+        return 1

@@ -1,0 +1,104 @@
+"""The only module that imports rich: data goes to stdout, messages to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from serving.fit import check_fit
+from serving.serve_config import replicas_per_hour_cost
+from serving.spec import DeploymentSpec
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """Write one JSON document to stdout, unstyled, for scripts and CI."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def message(text: str, *, style: str | None = None) -> None:
+    """A message for the person, on stderr."""
+    stderr.print(text, style=style, markup=False, highlight=False)
+
+
+def error(text: str, hint: str | None = None) -> None:
+    """An error on stderr, with an optional hint on how to fix it."""
+    stderr.print(Text("error: ", style="bold red") + Text(text))
+    if hint:
+        stderr.print(Text("hint: ", style="bold") + Text(hint))
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    """A table of data on stdout."""
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for index, column in enumerate(columns):
+        # Ids are what people copy: never cut or wrap them.
+        grid.add_column(column, no_wrap=index == 0, overflow="fold")
+    for row in rows:
+        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+    stdout.print(grid)
+
+
+def render_review(spec: DeploymentSpec) -> Group:
+    """The review step: every field, the fit verdict and the cost."""
+    profile = spec.profile
+    low, high = replicas_per_hour_cost(spec)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    sections: list[tuple[str, list[tuple[str, Any]]]] = [
+        ("Model", [("Model", spec.model)]),
+        (
+            "General details",
+            [
+                ("Deployment name", spec.name),
+                ("Description", spec.description or "—"),
+                ("Tags", ", ".join(spec.tags) or "—"),
+            ],
+        ),
+        (
+            "Parameters",
+            [
+                ("Temperature", spec.temperature),
+                ("Maximum length", spec.max_length),
+                ("Top p", spec.top_p),
+                ("Top k", spec.top_k),
+                ("Stop sequences", ", ".join(repr(s) for s in spec.stop) or "—"),
+                ("Inference batch size", spec.batch_size),
+                ("Min replicas", spec.min_replicas),
+                ("Max replicas", spec.max_replicas),
+                ("Scale-up delay", f"{spec.scale_up_delay:g} s"),
+                ("Scale-down delay", f"{spec.scale_down_delay:g} s"),
+            ],
+        ),
+        ("Hardware", [("Hardware", f"{profile.name} ({profile.id})")]),
+    ]
+    for title, rows in sections:
+        grid.add_row(Text(title, style="bold underline"), "")
+        for label, value in rows:
+            grid.add_row(f"  {label}", Text(str(value)))
+    verdict = check_fit(spec)
+    fit_style = {True: "green", False: "bold red", None: "yellow"}[verdict.fits]
+    grid.add_row(Text("Fit", style="bold underline"), Text(verdict.message, style=fit_style))
+    grid.add_row(
+        Text("Cost", style="bold underline"),
+        Text(
+            f"{profile.price_per_hour:g} per replica-hour: {low:g}/h at min replicas, "
+            f"{high:g}/h at max replicas"
+        ),
+    )
+    return Group(Text("Review", style="bold"), grid)
+
+
+def show(renderable: Any) -> None:
+    """Print a rich renderable for the person, on stderr."""
+    stderr.print(renderable)
