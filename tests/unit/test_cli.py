@@ -1,0 +1,215 @@
+"""The CLI as a script uses it: exit codes, stdout data and stderr messages, asserted apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gale_cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+BASE = [
+    "deploy",
+    "--no-input",
+    "--model",
+    "smollm2-135m-instruct",
+    "--name",
+    "demo",
+    "--hardware",
+    "cpu",
+]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_dry_run_json_is_the_spec_and_the_serve_application(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(
+        capsys, *BASE, "--temperature", "0", "--stop", "###", "--dry-run", "--json"
+    )
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["spec"]["temperature"] == 0 and plan["spec"]["stop"] == ["###"]
+    app = plan["serve_application"]
+    assert app["route_prefix"] == "/demo" and app["name"] == "demo"
+    assert app["deployments"][0]["user_config"]["parameters"]["temperature"] == 0
+    assert plan["fit"]["fits"] is True
+    assert "Review" in err and "Fit" in err
+
+
+def test_flags_override_the_spec_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "deploy",
+        "--no-input",
+        "-f",
+        str(EXAMPLES / "smollm2-cpu.yaml"),
+        "--name",
+        "override",
+        "--max-replicas",
+        "3",
+        "--dry-run",
+        "--json",
+    )
+    assert code == 0
+    spec = json.loads(out)["spec"]
+    assert (spec["name"], spec["max_replicas"], spec["min_replicas"]) == ("override", 3, 1)
+
+
+def test_invalid_values_exit_2_naming_each_field(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys,
+        *BASE,
+        "--name",
+        "Bad_Name",
+        "--top-p",
+        "0",
+        "--min-replicas",
+        "3",
+        "--max-replicas",
+        "2",
+        "--dry-run",
+    )
+    assert code == 2 and out == ""
+    assert "name (--name): 'Bad_Name' is not a valid name" in err
+    assert "top_p (--top-p):" in err
+    assert "max_replicas (--max-replicas): 2 is below min_replicas (3)" in err
+    assert "Traceback" not in err
+
+
+def test_missing_answers_name_their_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "deploy", "--no-input", "--dry-run")
+    assert code == 2 and out == ""
+    for flag in ("--name", "--model", "--hardware"):
+        assert f"pass {flag}" in err
+
+
+def test_terms_must_be_accepted_without_prompts(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *BASE)
+    assert code == 2 and out == ""
+    assert "--accept-terms" in err
+
+
+def test_a_model_that_does_not_fit_is_refused_unless_forced(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [
+        "deploy",
+        "--no-input",
+        "--model",
+        "llama-3.3-70b-instruct",
+        "--name",
+        "big",
+        "--hardware",
+        "a10-single",
+        "--accept-terms",
+    ]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "does not fit" in err and "short by" in err and "--force" in err
+    code, out, err = run(capsys, *argv, "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["fit"]["fits"] is False
+
+
+def test_bad_flag_types_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *BASE, "--temperature", "hot")
+    assert code == 2 and out == "" and "--temperature" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name: [unclosed", "not valid YAML (line 1"),
+        ("- a list\n- not a mapping", "must hold a mapping"),
+        (
+            "name: x\nmodel: smollm2-135m-instruct\nhardware: cpu\ncolour: blue\n",
+            "colour: unknown field",
+        ),
+        (
+            "name: x\nmodel: smollm2-135m-instruct\nhardware: cpu\nbatch_size: 1000\n",
+            "batch_size (--batch-size)",
+        ),
+    ],
+)
+def test_malformed_spec_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(content)
+    code, out, err = run(capsys, "deploy", "--no-input", "-f", str(path), "--dry-run")
+    assert code == 2 and out == ""
+    assert message in err
+
+
+def test_missing_spec_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "deploy", "--no-input", "-f", str(tmp_path / "none.yaml"))
+    assert code == 2 and "cannot read spec file" in err
+
+
+def test_models_json_and_tag_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models", "--json")
+    assert code == 0 and "smollm2-135m-instruct" in {m["id"] for m in json.loads(out)}
+    code, out, _ = run(capsys, "models", "--tag", "bundled", "--json")
+    assert [m["id"] for m in json.loads(out)] == ["smollm2-135m-instruct"]
+
+
+def test_models_show(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models", "show", "phi-4", "--json")
+    assert code == 0 and json.loads(out)["context_length"] == 16384
+    code, out, err = run(capsys, "models", "show", "gpt-5")
+    assert code == 2 and out == "" and "unknown model 'gpt-5'" in err
+
+
+def test_hardware_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "hardware", "--json")
+    profiles = {p["id"]: p for p in json.loads(out)}
+    assert (
+        code == 0
+        and profiles["a10-x4"]["gpus"] == 4
+        and profiles["a10-x4"]["accelerator_type"] == "A10G"
+    )
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_spec_validates(capsys: pytest.CaptureFixture[str], example: Path) -> None:
+    code, out, err = run(capsys, "deploy", "--no-input", "-f", str(example), "--dry-run", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["fit"]["fits"] is True
+    assert plan["serve_application"]["route_prefix"] == "/" + plan["spec"]["name"]
+
+
+def test_ci_example_script_dry_run() -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", str(EXAMPLES / "ci-deploy.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["spec"]["tags"] == ["ci", "smoke"] and plan["spec"]["stop"] == ["###"]
+
+
+def test_help_does_not_import_ray_torch_or_transformers() -> None:
+    code = (
+        "import sys, gale_cli.main as m\n"
+        "m.main(['--help'])\n"
+        "bad = [n for n in ('ray', 'torch', 'transformers', 'questionary') if n in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,118 @@
+"""Spec ⇄ Serve application config: the round trip and where each field lives."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.fit import check_fit
+from serving.keys import generate_key
+from serving.serve_config import (
+    change_kind,
+    from_serve_application,
+    replicas_per_hour_cost,
+    to_serve_application,
+)
+from serving.spec import DeploymentSpec
+
+FULL = DeploymentSpec(
+    name="chat-prod",
+    description="Support bot",
+    tags=["support", "prod"],
+    model="llama-3.1-8b-instruct",
+    temperature=0.2,
+    max_length=512,
+    top_p=0.9,
+    top_k=40,
+    stop=["###", "\nUser:"],
+    batch_size=16,
+    min_replicas=0,
+    max_replicas=4,
+    scale_up_delay=15,
+    scale_down_delay=300,
+    hardware="a10-single",
+)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        FULL,
+        DeploymentSpec(name="tiny", model="smollm2-135m-instruct", hardware="cpu"),
+        DeploymentSpec(name="hub", model="hf:org/model@rev1", hardware="h100-x8"),
+    ],
+)
+def test_round_trip_keeps_every_field(spec: DeploymentSpec) -> None:
+    _, record = generate_key("ci")
+    rebuilt, keys = from_serve_application(to_serve_application(spec, [record]))
+    assert rebuilt == spec
+    assert keys == [record]
+
+
+def test_application_uses_ray_field_names() -> None:
+    app = to_serve_application(FULL)
+    assert app["name"] == "chat-prod"
+    assert app["route_prefix"] == "/chat-prod"
+    assert app["import_path"] == "serving.app:build_app"
+    (deployment,) = app["deployments"]
+    scaling = deployment["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (0, 4)
+    assert (scaling["upscale_delay_s"], scaling["downscale_delay_s"]) == (15, 300)
+    assert scaling["initial_replicas"] == 1
+    assert deployment["ray_actor_options"]["num_gpus"] == 1
+    assert deployment["ray_actor_options"]["accelerator_type"] == "A10G"
+    assert deployment["max_surge_percent"] > 0
+    assert deployment["max_queued_requests"] >= deployment["max_ongoing_requests"]
+
+
+def test_cpu_profile_asks_for_no_gpu() -> None:
+    app = to_serve_application(
+        DeploymentSpec(name="c", model="smollm2-135m-instruct", hardware="cpu")
+    )
+    options = app["deployments"][0]["ray_actor_options"]
+    assert "num_gpus" not in options and "accelerator_type" not in options
+    assert options["num_cpus"] == 2
+
+
+def test_what_changes_in_place_lives_in_user_config_or_autoscaling() -> None:
+    app = to_serve_application(FULL)
+    assert set(app["args"]) == {"model", "hardware", "trust_remote_code"}
+    params = app["deployments"][0]["user_config"]["parameters"]
+    assert (
+        params["temperature"] == 0.2
+        and params["batch_size"] == 16
+        and params["stop"] == ["###", "\nUser:"]
+    )
+
+
+def test_key_hashes_reach_user_config_but_never_the_key() -> None:
+    key, record = generate_key()
+    app = to_serve_application(FULL, [record])
+    assert key not in str(app)
+    assert app["deployments"][0]["user_config"]["api_keys"][0]["hash"] == record.hash
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ({"temperature": 1.0}, "in-place"),
+        ({"batch_size": 4, "max_replicas": 8}, "in-place"),
+        ({"description": "new"}, "in-place"),
+        ({"hardware": "a10-x4"}, "rolling"),
+        ({"model": "mistral-7b-instruct-v0.3"}, "rolling"),
+    ],
+)
+def test_change_kind(change: dict, kind: str) -> None:
+    assert change_kind(FULL, FULL.model_copy(update=change)) == kind
+
+
+def test_cost_at_min_and_max_replicas() -> None:
+    assert replicas_per_hour_cost(FULL) == (0, 7.272)
+
+
+def test_fit_verdicts() -> None:
+    assert check_fit(FULL).fits is True
+    big = FULL.model_copy(update={"model": "llama-3.3-70b-instruct"})
+    verdict = check_fit(big)
+    assert verdict.fits is False and "short by" in verdict.message
+    assert check_fit(big.model_copy(update={"hardware": "a100-x8"})).fits is True
+    assert check_fit(FULL.model_copy(update={"model": "hf:org/x"})).fits is None
