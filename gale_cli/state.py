@@ -71,8 +71,12 @@ class State:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or gale_home() / "state.db"
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with self._connect() as db:
+        # executescript commits on its own, so the schema is made outside _connect().
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
             db.executescript(SCHEMA)
+        finally:
+            db.close()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
