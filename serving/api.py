@@ -1,0 +1,467 @@
+"""The OpenAI-compatible FastAPI app in front of an engine: routes, key check, error shape.
+
+Every error leaves through `_error_response` in OpenAI's envelope
+`{"error": {"message", "type", "param", "code"}}`. Bad input is a 4xx and never
+stops the server. Bodies are read and validated here (not by FastAPI's
+signature binding) so the key is checked before a body is read or parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import StrictFloat as Float
+from pydantic import StrictInt as Int
+from starlette.exceptions import HTTPException
+
+from serving.engines.base import Chunk, Engine, EngineError, SamplingParams
+from serving.keys import KeyRecord, match_key
+
+MAX_BODY_BYTES = 1024 * 1024
+_M = TypeVar("_M", bound=BaseModel)
+UNAUTHORIZED = "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."
+
+
+class APIError(Exception):
+    """An error to answer in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = (
+            status,
+            message,
+            param,
+            code,
+            type,
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error envelope."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class Parameters(BaseModel):
+    """Sampling defaults and limits of a deployment (the spec's parameters step)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    max_length: int = Field(default=256, ge=1)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int = Field(default=50, ge=1)
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, max_length=4)
+    batch_size: int = Field(default=8, ge=1)
+
+
+class ServingState:
+    """What a replica may change in place: general details, defaults, batch size, key hashes."""
+
+    def __init__(
+        self, user_config: Mapping[str, Any] | None = None, engine: Engine | None = None
+    ) -> None:
+        self.engine = engine
+        self.name = "model"
+        self.description = ""
+        self.tags: list[str] = []
+        self.parameters = Parameters()
+        self.keys: tuple[KeyRecord, ...] = ()
+        self.update(user_config or {})
+
+    def update(self, user_config: Mapping[str, Any]) -> None:
+        """Apply a new user_config; nothing changes if any part of it is invalid."""
+        parameters = Parameters.model_validate(user_config.get("parameters", {}))
+        keys = tuple(KeyRecord.model_validate(row) for row in user_config.get("api_keys", []))
+        self.name = str(user_config.get("name", self.name))
+        self.description = str(user_config.get("description", ""))
+        self.tags = list(user_config.get("tags", []))
+        self.parameters, self.keys = parameters, keys
+        if self.engine is not None:
+            self.engine.set_batch_size(parameters.batch_size)
+
+
+class _TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[_TextPart]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: object) -> object:
+        parts_ok = isinstance(value, list) and all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+            for p in value
+        )
+        if not isinstance(value, str) and not parts_ok:
+            raise ValueError('must be a string or a list of {"type": "text", "text": "..."} parts')
+        return value
+
+    def as_template_input(self) -> dict[str, str]:
+        """The message as a chat template takes it: text content, known roles."""
+        text = (
+            self.content
+            if isinstance(self.content, str)
+            else "".join(part.text for part in self.content)
+        )
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+
+
+class _Body(BaseModel):
+    # OpenAI clients send extras (user, seed, logprobs...): ignore what we do not use.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    temperature: Float | None = Field(default=None, ge=0, le=2)
+    top_p: Float | None = Field(default=None, gt=0, le=1)
+    top_k: Int | None = Field(default=None, ge=1)
+    max_tokens: Int | None = Field(default=None, ge=1)
+    n: Int | None = None
+    stop: str | list[str] | None = None
+    stream: StrictBool = False
+    stream_options: _StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > 4:
+            raise ValueError("at most 4 stop sequences")
+        if any(not stop for stop in stops):
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+
+class _ChatBody(_Body):
+    messages: list[_Message] = Field(min_length=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=1)
+
+
+class _CompletionBody(_Body):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+
+
+def build_api(engine: Engine, state: ServingState) -> FastAPI:
+    """The ASGI app serving `engine` under OpenAI's routes, governed by `state`."""
+    if state.engine is None:
+        state.engine = engine
+        engine.set_batch_size(state.parameters.batch_size)
+    app = FastAPI(title="gale", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(APIError, _error_response)
+    app.add_exception_handler(HTTPException, _error_response)
+    app.add_exception_handler(RequestValidationError, _error_response)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": state.name,
+            "device": engine.device_description,
+            "batch_size": engine.batch_size,
+        }
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        _authorize(request, state)
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": state.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "gale",
+                    "root": engine.model_id,
+                }
+            ],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        _authorize(request, state)
+        body = _parse(_ChatBody, await _read_body(request))
+        tokens = body.max_completion_tokens or body.max_tokens
+        try:
+            prompt = engine.encode_chat([m.as_template_input() for m in body.messages])
+        except EngineError as error:
+            raise APIError(400, str(error), param="messages") from None
+        return await _answer(engine, state, body, prompt, tokens, "messages", chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        _authorize(request, state)
+        body = _parse(_CompletionBody, await _read_body(request))
+        text = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+        prompt = engine.encode_text(text)
+        return await _answer(engine, state, body, prompt, body.max_tokens, "prompt", chat=False)
+
+    return app
+
+
+def _authorize(request: Request, state: ServingState) -> None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip() or match_key(key.strip(), state.keys) is None:
+        raise APIError(401, UNAUTHORIZED, code="invalid_api_key", type="authentication_error")
+
+
+async def _read_body(request: Request) -> bytes:
+    too_large = APIError(
+        413, f"request body is larger than {MAX_BODY_BYTES} bytes", code="request_too_large"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(body)
+
+
+def _parse(model: type[_M], raw: bytes) -> _M:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise APIError(400, f"the body is not valid JSON: {error}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the body must be a JSON object")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        # Union members add type tags ("str", "list[...]") to the location: drop them.
+        where = ".".join(str(part) for part in first["loc"] if _is_field(part))
+        message = first["msg"].removeprefix("Value error, ")
+        raise APIError(
+            400, f"{where}: {message}" if where else message, param=where or None
+        ) from None
+
+
+def _is_field(part: str | int) -> bool:
+    return isinstance(part, int) or (part.isidentifier() and part not in _TYPE_TAGS)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict"}
+
+
+def _sampling(
+    state: ServingState,
+    body: _Body,
+    max_tokens: int | None,
+    prompt_len: int,
+    context: int,
+    prompt_param: str,
+) -> SamplingParams:
+    defaults = state.parameters
+    if body.n not in (None, 1):
+        raise APIError(400, "only n=1 is supported", param="n")
+    if max_tokens is not None and max_tokens > defaults.max_length:
+        raise APIError(
+            400,
+            f"max_tokens is {max_tokens}, above this deployment's limit of {defaults.max_length}",
+            param="max_tokens",
+        )
+    room = context - prompt_len
+    if max_tokens is None and room >= 1:
+        max_tokens = min(defaults.max_length, room)
+    if max_tokens is None or max_tokens > room:
+        wanted = max_tokens or defaults.max_length
+        raise APIError(
+            400,
+            f"This model's maximum context length is {context} tokens; you "
+            f"asked for {prompt_len + wanted} ({prompt_len} in the {prompt_param}, "
+            f"{wanted} in the completion)",
+            param=prompt_param,
+            code="context_length_exceeded",
+        )
+    stop = defaults.stop if body.stop is None else body.stop
+    return SamplingParams(
+        temperature=defaults.temperature if body.temperature is None else body.temperature,
+        top_p=defaults.top_p if body.top_p is None else body.top_p,
+        top_k=defaults.top_k if body.top_k is None else body.top_k,
+        max_tokens=max_tokens,
+        stop=tuple([stop] if isinstance(stop, str) else stop),
+    )
+
+
+async def _answer(
+    engine: Engine,
+    state: ServingState,
+    body: _Body,
+    prompt: list[int],
+    max_tokens: int | None,
+    prompt_param: str,
+    chat: bool,
+) -> Any:
+    if body.model is not None and body.model not in (state.name, engine.model_id):
+        raise APIError(
+            404,
+            f"the model '{body.model}' does not exist here; this endpoint serves '{state.name}'",
+            param="model",
+            code="model_not_found",
+        )
+    params = _sampling(state, body, max_tokens, len(prompt), engine.context_length, prompt_param)
+    reply = _Reply(state.name, chat)
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        return await _start_stream(engine.stream(prompt, params), reply, include_usage)
+    try:
+        done = await engine.generate(prompt, params)
+    except EngineError as error:
+        raise APIError(503, str(error), type="server_error", code="engine_error") from None
+    return reply.whole(done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens)
+
+
+class _Reply:
+    """Builds one request's response objects in the chat or the completions shape."""
+
+    def __init__(self, model: str, chat: bool) -> None:
+        self.chat, self.model, self.created = chat, model, int(time.time())
+        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+
+    def _base(self, object: str) -> dict[str, Any]:
+        return {"id": self.id, "object": object, "created": self.created, "model": self.model}
+
+    def whole(self, text: str, finish: str, prompt: int, completion: int) -> dict[str, Any]:
+        """A non-streamed response."""
+        choice: dict[str, Any] = (
+            {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
+        )
+        return {
+            **self._base("chat.completion" if self.chat else "text_completion"),
+            "choices": [{"index": 0, **choice, "logprobs": None, "finish_reason": finish}],
+            "usage": _usage(prompt, completion),
+        }
+
+    def piece(
+        self,
+        delta: dict[str, str] | str | None,
+        finish: str | None,
+        usage: dict[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """One streamed chunk; `delta` None makes the usage-only chunk."""
+        base = self._base("chat.completion.chunk" if self.chat else "text_completion")
+        if delta is None:
+            return {**base, "choices": [], "usage": usage}
+        content = {"delta": delta} if self.chat else {"text": delta}
+        return {
+            **base,
+            "choices": [{"index": 0, **content, "logprobs": None, "finish_reason": finish}],
+        }
+
+
+async def _start_stream(
+    chunks: AsyncIterator[Chunk], reply: _Reply, include_usage: bool
+) -> StreamingResponse:
+    # Wait for the first chunk so an engine that refuses the request answers with a status.
+    try:
+        first = await anext(chunks)
+    except EngineError as error:
+        raise APIError(503, str(error), type="server_error", code="engine_error") from None
+    except BaseException:  # the caller went away: free the request's slot now
+        await _close(chunks)
+        raise
+    return StreamingResponse(
+        _events(first, chunks, reply, include_usage),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def _events(
+    first: Chunk, chunks: AsyncIterator[Chunk], reply: _Reply, include_usage: bool
+) -> AsyncIterator[str]:
+    try:
+        if reply.chat:
+            yield _sse(reply.piece({"role": "assistant", "content": ""}, None))
+        chunk = first
+        while True:
+            if chunk.text:
+                yield _sse(reply.piece({"content": chunk.text} if reply.chat else chunk.text, None))
+            if chunk.finish_reason is not None:
+                yield _sse(reply.piece({} if reply.chat else "", chunk.finish_reason))
+                if include_usage:
+                    usage = _usage(chunk.prompt_tokens, chunk.completion_tokens)
+                    yield _sse(reply.piece(None, None, usage))
+                break
+            chunk = await anext(chunks)
+    except Exception as error:
+        failure = APIError(500, f"generation failed: {error}", type="server_error")
+        yield _sse(failure.body())
+    finally:
+        await _close(chunks)
+    yield "data: [DONE]\n\n"
+
+
+async def _close(chunks: AsyncIterator[Chunk]) -> None:
+    # Engines stream with async generators; closing one frees its request's slot.
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+async def _error_response(request: Request, error: Exception) -> JSONResponse:
+    """Turn any error a route raised into OpenAI's envelope (the one place that does)."""
+    headers: dict[str, str] = {}
+    if isinstance(error, APIError):
+        failure = error
+        if error.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(error, RequestValidationError):
+        failure = APIError(400, str(error.errors()[:1]))
+    elif isinstance(error, HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
+        message = {
+            404: f"no route {request.method} {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(error.status_code, str(error.detail))
+        failure = APIError(error.status_code, message, code=code)
+        headers.update(error.headers or {})
+    else:
+        failure = APIError(500, "internal error", type="server_error")
+    return JSONResponse(failure.body(), status_code=failure.status, headers=headers)

@@ -1,0 +1,138 @@
+"""The engine interface: one shape for batch-at-a-time and async streaming engines.
+
+An engine tokenizes (`encode_chat`, `encode_text`) and streams completions of
+token ids (`stream`). How requests are batched is the engine's own business:
+the transformers engine collects concurrent callers into static batches, an
+async engine such as vLLM's `AsyncLLM` takes them one by one and batches
+continuously. Either way a caller awaits one stream per request, and leaving
+the stream early (break, `aclose()`, cancellation) frees the request's slot.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from serving.catalog import HardwareProfile
+
+FinishReason = Literal["stop", "length"]
+
+
+class EngineError(Exception):
+    """An engine failed to load or to generate."""
+
+
+class ModelLoadError(EngineError):
+    """The model could not be found or loaded; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one request samples: temperature 0 is greedy; top_k 0 and top_p 1 turn those off."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 16
+    stop: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def greedy(self) -> bool:
+        """Whether this request picks the most likely token every step."""
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one request's output; the last one has `finish_reason` set.
+
+    Token counts are running totals, so the last chunk carries the usage.
+    """
+
+    text: str
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole request's output, as `Engine.generate` collects it."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Engine(ABC):
+    """A loaded model that tokenizes and streams completions for concurrent requests."""
+
+    model_id: str
+    """The model reference the engine was loaded from (a spec's `model` string)."""
+    context_length: int
+    """Most tokens (prompt plus completion) one request may hold."""
+    device: Literal["cuda", "cpu"]
+    device_description: str
+    """A human line, e.g. 'CPU (no GPU visible)' or 'CUDA: NVIDIA A10G x1 (bfloat16)'."""
+
+    @property
+    @abstractmethod
+    def batch_size(self) -> int:
+        """Most requests generated together."""
+
+    @abstractmethod
+    def set_batch_size(self, size: int) -> None:
+        """Change the batch size in place; batches already running keep their size."""
+
+    @abstractmethod
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation in the model's chat template, ready for the reply."""
+
+    @abstractmethod
+    def encode_text(self, prompt: str) -> list[int]:
+        """Token ids of a plain-text prompt."""
+
+    @abstractmethod
+    def stream(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Generate from `prompt_ids`, yielding text as it is produced (an async generator)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop generating, fail requests still waiting, and release the model."""
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Completion:
+        """Generate to the end and return the whole text with its usage."""
+        parts: list[str] = []
+        last = Chunk("")
+        async for chunk in self.stream(prompt_ids, params):
+            parts.append(chunk.text)
+            last = chunk
+        if last.finish_reason is None:
+            raise EngineError("the engine ended a stream without a finish reason")
+        return Completion(
+            "".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens
+        )
+
+
+def load_engine(
+    model_ref_text: str,
+    hardware_profile: HardwareProfile | str | None = None,
+    trust_remote_code: bool = False,
+    batch_size: int = 8,
+) -> Engine:
+    """Load the model a spec names onto what this replica has (blocking; may take minutes)."""
+    from serving import catalog
+    from serving.engines.transformers_engine import TransformersEngine
+    from serving.model_source import resolve
+
+    profile = (
+        catalog.hardware()[hardware_profile]
+        if isinstance(hardware_profile, str)
+        else hardware_profile
+    )
+    source = resolve(model_ref_text, trust_remote_code=trust_remote_code)
+    return TransformersEngine.load(source, profile=profile, batch_size=batch_size)

@@ -1,0 +1,55 @@
+"""Choosing the next token for each row of a batch, each row with its own settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from serving.engines.base import SamplingParams
+
+
+class RowSampler:
+    """Per-row temperature, top-k and top-p for one batch, as tensors built once."""
+
+    def __init__(self, params: Sequence[SamplingParams], device: torch.device | str) -> None:
+        self.greedy = torch.tensor([p.greedy for p in params], device=device)
+        self.all_greedy = bool(self.greedy.all())
+        self.temperature = torch.tensor(
+            [p.temperature if not p.greedy else 1.0 for p in params], device=device
+        ).unsqueeze(1)
+        self.top_k = torch.tensor([p.top_k for p in params], device=device)
+        self.top_p = torch.tensor([p.top_p for p in params], device=device).unsqueeze(1)
+
+    def select(self, keep: torch.Tensor) -> RowSampler:
+        """The sampler for the rows left after `keep` (indices) is applied to the batch."""
+        picked = RowSampler.__new__(RowSampler)
+        picked.greedy = self.greedy[keep]
+        picked.all_greedy = bool(picked.greedy.all())
+        picked.temperature = self.temperature[keep]
+        picked.top_k = self.top_k[keep]
+        picked.top_p = self.top_p[keep]
+        return picked
+
+    def __call__(
+        self, logits: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Next token id per row from last-position logits of shape (rows, vocab)."""
+        best = logits.argmax(dim=-1)
+        if self.all_greedy:
+            return best
+        return torch.where(self.greedy, best, self._sample(logits.float(), generator))
+
+    def _sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        scaled = logits / self.temperature
+        ordered, order = scaled.sort(dim=-1, descending=True)
+        rank = torch.arange(ordered.shape[-1], device=ordered.device).unsqueeze(0)
+        # top_k 0 means no limit.
+        limit = torch.where(self.top_k > 0, self.top_k, ordered.shape[-1]).unsqueeze(1)
+        ordered = ordered.masked_fill(rank >= limit, float("-inf"))
+        probs = ordered.softmax(dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p; the first token always stays.
+        before = probs.cumsum(dim=-1) - probs
+        probs = probs.masked_fill(before >= self.top_p, 0.0)
+        picked = torch.multinomial(probs, 1, generator=generator)
+        return order.gather(-1, picked).squeeze(1)

@@ -1,0 +1,75 @@
+"""Fixtures for the serving core: the bundled model loaded once, and the app around it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from serving.api import ServingState, build_api
+from serving.engines.base import Engine, load_engine
+from serving.keys import KeyRecord, generate_key
+
+BUNDLED = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    """The real engine on the bundled model, loaded once (about 15 s)."""
+    loaded = load_engine(BUNDLED, "cpu", batch_size=8)
+    yield loaded
+    asyncio.run(loaded.close())
+
+
+@pytest.fixture(scope="session")
+def keys() -> dict[str, tuple[str, KeyRecord]]:
+    """A key of this deployment, a second one, and one belonging to another deployment."""
+    return {name: generate_key(name) for name in ("main", "second", "other-deployment")}
+
+
+@pytest.fixture
+def user_config(keys: dict[str, tuple[str, KeyRecord]]) -> dict[str, Any]:
+    """A deployment's user_config as serve_config.to_serve_application writes it."""
+    return {
+        "name": "demo",
+        "description": "the bundled model",
+        "tags": ["test"],
+        "parameters": {
+            "temperature": 0.0,
+            "max_length": 64,
+            "top_p": 0.95,
+            "top_k": 50,
+            "stop": [],
+            "batch_size": 8,
+        },
+        "api_keys": [keys["main"][1].model_dump(), keys["second"][1].model_dump()],
+    }
+
+
+@pytest.fixture
+def state(engine: Engine, user_config: dict[str, Any]) -> Iterator[ServingState]:
+    """A fresh ServingState per test; the shared engine gets its batch size back after."""
+    yield ServingState(user_config)
+    engine.set_batch_size(8)
+
+
+@pytest.fixture
+async def client(
+    engine: Engine, state: ServingState, keys: dict[str, tuple[str, KeyRecord]]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app in process, sending this deployment's main key."""
+    app = build_api(engine, state)
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {keys['main'][0]}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=headers, timeout=120
+    ) as http:
+        yield http
