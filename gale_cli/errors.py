@@ -39,3 +39,11 @@ class ClusterUnreachable(ClusterError):
 
 class AuthError(ClusterError):
     """The Ray dashboard refused gale's token."""
+
+
+class DeployFailed(ClusterError):
+    """Ray reported DEPLOY_FAILED (or dropped the application) while gale waited for it."""
+
+
+class DeployTimeout(ClusterError):
+    """The application did not reach RUNNING before the deadline."""

@@ -1,0 +1,346 @@
+"""The client side of the cluster: Ray Serve's REST API on the dashboard.
+
+Only httpx and the standard library here (no ray): `gale --help` must stay fast.
+Starting and stopping the embedded local head lives in `gale_cli.local_head`;
+thin wrappers at the end of this module give its three functions here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from gale_cli.connection import ClusterConfig
+from gale_cli.errors import (
+    AuthError,
+    ClusterError,
+    ClusterUnreachable,
+    DeployFailed,
+    DeployTimeout,
+)
+from gale_cli.progress import Progress, messages, progress_of, timeout_error
+from serving import serve_config
+
+if TYPE_CHECKING:
+    from gale_cli.local_head import LocalHeadStatus
+
+
+USER_AGENT = "gale-cli/0.1 (httpx)"  # never "Mozilla": Ray refuses browser-like requests
+APPS_PATH = "/api/serve/applications/"
+NODES_PATH = "/api/v0/nodes"
+WRITE_ATTEMPTS = 4
+LOCK_WAIT_S = 60.0
+UP_HINT = "start one with `gale cluster up` or set GALE_RAY_ADDRESS"
+TOKEN_HINT = (
+    "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token; "
+    "a head started by `gale cluster up` keeps it in GALE_HOME/ray-token"
+)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What `apply_application` replaced, so a caller can wait for the new revision."""
+
+    name: str
+    previous: dict[str, Any] | None
+    previous_deploy_time: float | None
+
+
+class ServeClient:
+    """Ray Serve's declarative REST API on the dashboard, with gale's read-merge-write."""
+
+    def __init__(
+        self,
+        config: ClusterConfig | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.config = config or ClusterConfig.from_env()
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if self.config.token:
+            headers["Authorization"] = f"Bearer {self.config.token}"
+        self._http = httpx.Client(
+            base_url=self.config.dashboard_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            trust_env=False,  # a proxy from the environment must not see the token
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> ServeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- HTTP -----------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        token = self.config.token
+        return text.replace(token, "***") if token else text
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = self.config.dashboard_url
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ClusterError(
+                f"the Ray dashboard at {url} did not answer {method} {path} in time "
+                f"({type(exc).__name__})"
+            ) from None
+        except httpx.TransportError as exc:
+            hint = UP_HINT if self.config.is_local else "check GALE_RAY_ADDRESS and the cluster"
+            reason = self._scrub(str(exc)) or type(exc).__name__
+            raise ClusterUnreachable(
+                f"cannot reach the Ray dashboard at {url}: {reason}", hint=hint
+            ) from None
+        if response.status_code == 401:
+            raise AuthError(
+                f"the Ray dashboard at {url} requires a token and gale has none", hint=TOKEN_HINT
+            )
+        if response.status_code == 403:
+            raise AuthError(
+                f"the Ray dashboard at {url} refused gale's token "
+                f"(from {self.config.token_source})",
+                hint=TOKEN_HINT,
+            )
+        if response.status_code >= 400:
+            body = self._scrub(response.text.strip())[:2000]
+            raise ClusterError(
+                f"the Ray dashboard at {url} answered {response.status_code} to "
+                f"{method} {path}: {body or response.reason_phrase}"
+            )
+        return response
+
+    def get_applications(self) -> dict[str, Any]:
+        """Serve's instance details: every application with status, config and replicas."""
+        response = self._request("GET", APPS_PATH)
+        try:
+            details = response.json()
+        except ValueError:
+            raise ClusterError(
+                f"{self.config.dashboard_url}{APPS_PATH} did not answer JSON; "
+                "is this a Ray dashboard?"
+            ) from None
+        details.setdefault("applications", {})
+        return details
+
+    def get_application(self, name: str) -> dict[str, Any] | None:
+        """One application's details, or None when the cluster has none of that name."""
+        return self.get_applications()["applications"].get(name)
+
+    def put_applications(self, applications: list[dict[str, Any]], **options: Any) -> None:
+        """Replace the whole declarative config: `applications` plus top-level options."""
+        body = {**{k: v for k, v in options.items() if v is not None}, "applications": applications}
+        # Starting Serve on the first PUT can take a while.
+        self._request("PUT", APPS_PATH, json=body, timeout=120.0)
+
+    def node_resources(self) -> list[dict[str, float]]:
+        """Total logical resources of each alive node (Ray's State API)."""
+        payload = self._request("GET", NODES_PATH, params={"detail": "1"}).json()
+        rows = payload.get("data", {}).get("result", {}).get("result", [])
+        return [row.get("resources_total", {}) for row in rows if row.get("state") == "ALIVE"]
+
+    # -- read, merge, write -----------------------------------------------------
+
+    @contextlib.contextmanager
+    def _config_lock(self) -> Iterator[None]:
+        """Serialize gale's read-modify-write of the cluster config on this machine."""
+        self.config.gale_home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.config.gale_home / "serve-config.lock", "a") as handle:
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise ClusterError(
+                            "another gale command has been changing the cluster's Serve "
+                            f"config for over {LOCK_WAIT_S:.0f}s; try again when it ends"
+                        ) from None
+                    time.sleep(0.1)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _options(self, details: dict[str, Any]) -> dict[str, Any]:
+        """Top-level settings to send back unchanged (loopback HTTP on the local head)."""
+        options = {
+            key: details.get(key)
+            for key in ("proxy_location", "http_options", "grpc_options", "target_capacity")
+        }
+        if self.config.is_local:
+            options["http_options"] = {
+                **(options["http_options"] or {}),
+                **self.config.serve_http_options(),
+            }
+        return options
+
+    def _update(
+        self, change: Callable[[dict[str, dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """Read the declarative apps, let `change` rewrite them, and PUT if nothing moved."""
+        with self._config_lock():
+            for _ in range(WRITE_ATTEMPTS):
+                details = self.get_applications()
+                apps = _declarative(details)
+                new_apps = change(apps, details["applications"])
+                # Ray has no compare-and-swap: re-read just before writing, and start
+                # over if another client changed the config in between.
+                if _declarative(self.get_applications()) != apps:
+                    continue
+                self.put_applications(new_apps, **self._options(details))
+                return details
+        raise ClusterError(
+            f"the cluster's Serve config changed during each of {WRITE_ATTEMPTS} attempts "
+            "to update it; another client is deploying, try again"
+        )
+
+    def apply_application(self, app_config: dict[str, Any]) -> Applied:
+        """Deploy or update one gale application, keeping every other application as is."""
+        name = app_config["name"]
+        seen: dict[str, Any] = {}
+
+        def change(apps: dict[str, dict[str, Any]], live: dict[str, Any]) -> list[dict[str, Any]]:
+            _refuse_imperative(name, live, "replace")
+            current = apps.get(name)
+            if current is not None and not serve_config.is_gale_application(current["config"]):
+                raise ClusterError(
+                    f"the cluster already runs an application named '{name}' that gale "
+                    "did not deploy; choose another name"
+                )
+            seen.update(previous=current)
+            others = [app["config"] for key, app in apps.items() if key != name]
+            return [*others, app_config]
+
+        existing = self._update(change)["applications"].get(name)
+        previous = seen.get("previous")
+        return Applied(
+            name,
+            previous["config"] if previous else None,
+            existing.get("last_deployed_time_s") if existing else None,
+        )
+
+    def remove_application(self, name: str) -> bool:
+        """Remove one application, keeping every other; False when it was not there."""
+        found: list[bool] = []
+
+        def change(apps: dict[str, dict[str, Any]], live: dict[str, Any]) -> list[dict[str, Any]]:
+            _refuse_imperative(name, live, "remove")
+            found.append(name in apps)
+            return [app["config"] for key, app in apps.items() if key != name]
+
+        self._update(change)
+        return found[-1]
+
+    # -- waiting ---------------------------------------------------------------
+
+    def wait_for_application(
+        self,
+        name: str,
+        timeout: float,
+        on_update: Callable[[Progress], None] | None = None,
+        *,
+        since: float | None = None,
+        poll_interval: float = 1.0,
+    ) -> dict[str, Any]:
+        """Poll until `name` is RUNNING (deployed after `since`, if given); return its details."""
+        deadline = time.monotonic() + timeout
+        last: Progress | None = None
+        while True:
+            app = self.get_application(name)
+            fresh = app is not None and (
+                since is None or (app.get("last_deployed_time_s") or 0) > since
+            )
+            if app is not None and fresh and app.get("status") == "RUNNING":
+                return app
+            if app is not None and fresh and app.get("status") == "DEPLOY_FAILED":
+                raise DeployFailed(
+                    f"'{name}' failed to deploy: {messages(app)}",
+                    hint=f"see the replica logs with `ray logs` or in the dashboard at "
+                    f"{self.config.dashboard_url}",
+                )
+            progress = (
+                progress_of(app, self.node_resources) if app and fresh else Progress("PENDING")
+            )
+            if progress != last and on_update is not None:
+                on_update(progress)
+            last = progress
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise timeout_error(name, timeout, progress)
+            time.sleep(min(poll_interval, remaining))
+
+    def wait_for_removal(self, name: str, timeout: float, *, poll_interval: float = 1.0) -> None:
+        """Poll until the cluster no longer lists `name`."""
+        deadline = time.monotonic() + timeout
+        while self.get_application(name) is not None:
+            if time.monotonic() > deadline:
+                raise DeployTimeout(f"'{name}' was still being deleted after {timeout:g}s")
+            time.sleep(poll_interval)
+
+
+def _declarative(details: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Applications a PUT must carry, by name, with the config and time they were deployed."""
+    apps: dict[str, dict[str, Any]] = {}
+    for name, app in details.get("applications", {}).items():
+        config = app.get("deployed_app_config")
+        # Imperative apps are not part of the declarative config; deleting ones are
+        # on their way out and must not be resurrected.
+        if app.get("source") == "imperative" or config is None or app.get("status") == "DELETING":
+            continue
+        if '"<redacted>"' in json.dumps(config):
+            raise ClusterError(
+                f"the dashboard hid secrets in application '{name}'; gale will not write "
+                "them back (is a proxy adding browser headers?)"
+            )
+        apps[name] = {"config": config, "deployed": app.get("last_deployed_time_s")}
+    return apps
+
+
+def _refuse_imperative(name: str, live: dict[str, Any], verb: str) -> None:
+    if (live.get(name) or {}).get("source") == "imperative":
+        raise ClusterError(
+            f"'{name}' was deployed with serve.run, not a config; gale will not {verb} it"
+        )
+
+
+# The embedded local head lives in `gale_cli.local_head` (it builds on this module);
+# these wrappers import it on first use so either module can be imported first.
+
+
+def start_local_head(
+    gpus: int = 0, accelerator: str | None = None, **kwargs: Any
+) -> LocalHeadStatus:
+    """Start the local Ray head (token auth, loopback only) and Serve's HTTP proxy."""
+    from gale_cli import local_head
+
+    return local_head.start_local_head(gpus, accelerator, **kwargs)
+
+
+def stop_local_head() -> bool:
+    """Stop the local Ray head (`ray stop` from this environment); False if none ran."""
+    from gale_cli import local_head
+
+    return local_head.stop_local_head()
+
+
+def local_head_status(config: ClusterConfig | None = None) -> LocalHeadStatus:
+    """Whether the local head answers, with its total logical resources."""
+    from gale_cli import local_head
+
+    return local_head.local_head_status(config)

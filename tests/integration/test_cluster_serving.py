@@ -1,0 +1,144 @@
+"""The real path: a local Ray head started by gale, the bundled model, the official openai SDK."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import openai
+import pytest
+
+from gale_cli.cluster import ClusterConfig, ServeClient
+from gale_cli.errors import AuthError
+from serving.keys import generate_key
+from tests.conftest import Deployed
+
+pytestmark = pytest.mark.cluster
+T = TypeVar("T")
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+FOREIGN = {
+    "name": "foreign",
+    "route_prefix": "/foreign",
+    "import_path": "tests.integration.foreign_app:app",
+    # The replica imports the test module from this checkout, not an installed package.
+    "runtime_env": {"env_vars": {"PYTHONPATH": str(Path(__file__).parents[2])}},
+}
+
+
+def eventually(check: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll `check` until it returns a truthy value, with a deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+
+
+def sdk(deployed: Deployed, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=deployed.base_url, api_key=key or deployed.key, max_retries=0)
+
+
+def replica_pids(client: ServeClient, name: str) -> set[int]:
+    app = client.get_application(name) or {}
+    return {
+        replica["pid"]
+        for deployment in app.get("deployments", {}).values()
+        for replica in deployment.get("replicas", [])
+        if replica["state"] == "RUNNING"
+    }
+
+
+def test_dashboard_refuses_requests_without_the_token(ray_cluster: ServeClient) -> None:
+    url = ray_cluster.config.dashboard_url + "/api/serve/applications/"
+    assert httpx.get(url).status_code == 401
+    wrong = httpx.get(url, headers={"Authorization": "Bearer " + "0" * 64})
+    assert wrong.status_code == 403
+    impostor = ClusterConfig(ray_cluster.config.dashboard_url, token="0" * 64, token_source="test")
+    with ServeClient(impostor) as client, pytest.raises(AuthError):
+        client.get_applications()
+    assert ray_cluster.get_applications()["http_options"]["host"] == "127.0.0.1"
+
+
+@pytest.mark.model
+def test_chat_answers_paris(bundled_model: Deployed) -> None:
+    reply = sdk(bundled_model).chat.completions.create(
+        model=bundled_model.name, messages=QUESTION, max_tokens=24
+    )
+    assert "Paris" in (reply.choices[0].message.content or "")
+
+
+@pytest.mark.model
+def test_chat_streams(bundled_model: Deployed) -> None:
+    stream = sdk(bundled_model).chat.completions.create(
+        model=bundled_model.name, messages=QUESTION, max_tokens=24, stream=True
+    )
+    pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    assert len([p for p in pieces if p]) > 1
+    assert "Paris" in "".join(pieces)
+
+
+@pytest.mark.model
+def test_lists_the_model(bundled_model: Deployed) -> None:
+    ids = [model.id for model in sdk(bundled_model).models.list()]
+    assert ids == [bundled_model.name]
+
+
+@pytest.mark.model
+def test_wrong_key_is_refused(bundled_model: Deployed) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        sdk(bundled_model, key="gale-not-a-real-key").models.list()
+
+
+@pytest.mark.model
+def test_removed_key_is_refused_within_seconds_without_restart(bundled_model: Deployed) -> None:
+    client = bundled_model.client
+    pids = replica_pids(client, bundled_model.name)
+    extra_key, extra = generate_key("temporary")
+    bundled_model.apply([bundled_model.record, extra])
+    eventually(lambda: _works(bundled_model, extra_key), 10, "the new key opening the endpoint")
+
+    bundled_model.apply([bundled_model.record])
+    started = time.monotonic()
+    eventually(lambda: not _works(bundled_model, extra_key), 5, "the removed key refused")
+    print(f"\nremoved key refused after {time.monotonic() - started:.2f}s")
+    assert _works(bundled_model, bundled_model.key)
+    assert replica_pids(client, bundled_model.name) == pids
+
+
+def _works(deployed: Deployed, key: str) -> bool:
+    try:
+        sdk(deployed, key).models.list()
+    except openai.AuthenticationError:
+        return False
+    return True
+
+
+@pytest.mark.model
+def test_foreign_app_survives_gales_apply(bundled_model: Deployed) -> None:
+    client = bundled_model.client
+    others = [
+        app["deployed_app_config"]
+        for app in client.get_applications()["applications"].values()
+        if app.get("deployed_app_config")
+    ]
+    client.put_applications([*others, FOREIGN])  # as another tool would: not through gale
+    try:
+        client.wait_for_application("foreign", 120, poll_interval=0.2)
+        before = httpx.get(client.config.serve_url + "/foreign").json()
+
+        applied = bundled_model.apply([bundled_model.record])
+        client.wait_for_application(bundled_model.name, 120, since=applied.previous_deploy_time)
+
+        foreign = client.get_application("foreign")
+        assert foreign is not None and foreign["status"] == "RUNNING"
+        assert httpx.get(client.config.serve_url + "/foreign").json() == before
+        assert _works(bundled_model, bundled_model.key)
+    finally:
+        client.remove_application("foreign")
+        client.wait_for_removal("foreign", 60, poll_interval=0.2)
