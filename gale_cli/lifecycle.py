@@ -7,8 +7,6 @@ these functions and render what they return.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,13 +38,11 @@ class Cluster(Protocol):
 
     def get_applications(self) -> dict[str, Any]: ...
 
-    def apply_application(self, app: dict[str, Any]) -> None: ...
+    def apply_application(self, app: dict[str, Any]) -> Any: ...
 
-    def remove_application(self, name: str) -> None: ...
+    def remove_application(self, name: str) -> bool: ...
 
-    def wait_for_application(
-        self, name: str, timeout: float, on_update: Callable[[str], None] | None = None
-    ) -> None: ...
+    def wait_for_removal(self, name: str, timeout: float) -> None: ...
 
 
 @dataclass
@@ -166,24 +162,18 @@ def plan_redeploy(cluster: Cluster, state: State, name: str, new: DeploymentSpec
     return Change(old, new, diff, kind)
 
 
-def redeploy(cluster: Cluster, state: State, change: Change, *, recreate: bool = False) -> None:
-    """Apply a planned change; keys and endpoint stay the same."""
+def redeploy(
+    cluster: Cluster, state: State, change: Change, *, recreate: bool = False
+) -> float | None:
+    """Apply a planned change (keys and endpoint stay); return the replaced version's deploy time."""
     name = change.new.name
     current = find(cluster, state, name)
     if recreate and current.deployed:
         cluster.remove_application(name)
-        wait_gone(cluster, name)
-    cluster.apply_application(to_serve_application(change.new, current.keys))
+        cluster.wait_for_removal(name, timeout=120)
+    applied = cluster.apply_application(to_serve_application(change.new, current.keys))
     state.save(change.new, current.keys, deployed=True, action="redeploy")
-
-
-def wait_gone(cluster: Cluster, name: str, timeout: float = 120) -> None:
-    """Wait until the cluster no longer lists an application."""
-    deadline = time.monotonic() + timeout
-    while name in cluster.get_applications().get("applications", {}):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"'{name}' was still shutting down after {timeout:g} s")
-        time.sleep(0.5)
+    return getattr(applied, "previous_deploy_time", None)
 
 
 def set_keys(cluster: Cluster, state: State, name: str, keys: list[KeyRecord]) -> None:

@@ -8,7 +8,7 @@ import traceback
 
 import typer
 
-from gale_cli.commands import catalog, deploy
+from gale_cli.commands import catalog, chat, cluster_cmds, deploy, keys, manage, redeploy
 from gale_cli.errors import GaleError
 
 EXIT_INTERRUPTED = 130
@@ -23,6 +23,18 @@ app = typer.Typer(
 app.add_typer(catalog.models_app, name="models")
 app.command("hardware")(catalog.hardware)
 app.command("deploy")(deploy.deploy)
+app.command("redeploy")(redeploy.redeploy)
+app.command("list")(manage.list_deployments)
+app.command("status")(manage.status)
+app.command("describe")(manage.describe)
+app.command("endpoint")(manage.endpoint)
+app.add_typer(keys.keys_app, name="keys")
+app.command("chat")(chat.chat)
+app.command("undeploy")(manage.undeploy)
+app.command("delete")(manage.delete)
+app.command("restore")(manage.restore)
+app.command("export")(manage.export)
+app.add_typer(cluster_cmds.cluster_app, name="cluster")
 
 
 def run() -> None:
@@ -42,6 +54,8 @@ def main(argv: list[str]) -> int:
         output.message("interrupted")
         return EXIT_INTERRUPTED
     except typer.Exit as exc:
+        if exc.exit_code == EXIT_INTERRUPTED:  # Typer's own word for a KeyboardInterrupt
+            output.message("interrupted")
         return exc.exit_code
     except typer.TyperException as exc:  # bad flags or arguments: Typer words them
         show = getattr(exc, "show", None)

@@ -19,6 +19,11 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
+def is_interactive(no_input: bool = False) -> bool:
+    """Whether a person can answer prompts: a terminal on stdin and no --no-input."""
+    return not no_input and sys.stdin.isatty()
+
+
 def print_json(data: Any) -> None:
     """Write one JSON document to stdout, unstyled, for scripts and CI."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -102,3 +107,33 @@ def render_review(spec: DeploymentSpec) -> Group:
 def show(renderable: Any) -> None:
     """Print a rich renderable for the person, on stderr."""
     stderr.print(renderable)
+
+
+class Spinner:
+    """A one-line live status on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, text: str) -> None:
+        self._live = stderr.is_terminal
+        self._status = stderr.status(text) if self._live else None
+        self._last = ""
+        if not self._live:
+            self.update(text)
+
+    def update(self, text: str) -> None:
+        """Show a new status line."""
+        if text == self._last:
+            return
+        self._last = text
+        if self._status is not None:
+            self._status.update(text)
+        else:
+            message(text)
+
+    def __enter__(self) -> Spinner:
+        if self._status is not None:
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()

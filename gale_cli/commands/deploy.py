@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from gale_cli import output
+from gale_cli import lifecycle, output
 from gale_cli.commands import specflags as flag
+from gale_cli.commands.waiting import wait_until_deployed
 from gale_cli.errors import GaleError, UsageError
+from gale_cli.session import open_session
 from gale_cli.specinput import load_spec_file, merge, validate
 from serving.fit import check_fit
 from serving.serve_config import to_serve_application
@@ -43,29 +44,12 @@ def deploy(
     json_out: flag.Json = False,
     no_input: flag.NoInput = False,
     force: flag.Force = False,
+    wait: flag.Wait = True,
+    timeout: flag.Timeout = 600,
 ) -> None:
     """Deploy a model: the wizard asks for what flags and the spec file leave open."""
-    flags = {
-        "model": model,
-        "name": name,
-        "description": description,
-        "tags": tag,
-        "trust_remote_code": trust_remote_code,
-        "temperature": temperature,
-        "max_length": max_length,
-        "top_p": top_p,
-        "top_k": top_k,
-        "stop": stop,
-        "batch_size": batch_size,
-        "min_replicas": min_replicas,
-        "max_replicas": max_replicas,
-        "scale_up_delay": scale_up_delay,
-        "scale_down_delay": scale_down_delay,
-        "hardware": hardware,
-    }
-    values = merge(load_spec_file(file) if file else {}, flags)
-    interactive = not no_input and sys.stdin.isatty()
-    if interactive:
+    values = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
+    if output.is_interactive(no_input):
         spec = ask(values)
     else:
         spec = validate(values)
@@ -90,10 +74,7 @@ def deploy(
         return
     if verdict.fits is False and not force:
         raise UsageError(verdict.message, hint="pass --force to deploy anyway")
-    raise GaleError(
-        "deploying to a cluster is not available in this version",
-        hint="use --dry-run to see what would be deployed",
-    )
+    submit(spec, json_out=json_out, wait=wait, timeout=timeout)
 
 
 def ask(values: dict[str, Any]) -> DeploymentSpec:
@@ -105,3 +86,56 @@ def ask(values: dict[str, Any]) -> DeploymentSpec:
     if spec is None:
         raise Cancelled("cancelled: nothing was deployed")
     return spec
+
+
+def submit(spec: DeploymentSpec, *, json_out: bool, wait: bool, timeout: float) -> None:
+    """Submit a new deployment, follow it, and hand out its endpoint and first key."""
+    session = open_session(start_local=True)
+    try:
+        key = lifecycle.deploy(session.client, session.state, spec)
+        result = {
+            "name": spec.name,
+            "status": "Deploying",
+            "endpoint": lifecycle.endpoint(session.config.serve_url, spec.name),
+            "api_key": key,
+        }
+        if not json_out:
+            show_access(result)
+        if wait:
+            try:
+                wait_until_deployed(session, spec, timeout)
+            except (GaleError, KeyboardInterrupt) as exc:
+                # The key exists now: a script must still get it, with the truth about status.
+                if json_out:
+                    failed = isinstance(exc, GaleError)
+                    error = {"error": exc.message} if isinstance(exc, GaleError) else {}
+                    output.print_json(
+                        {**result, "status": "Failed" if failed else "Deploying", **error}
+                    )
+                raise
+            result["status"] = "Deployed"
+        if json_out:
+            output.print_json(result)
+        else:
+            output.message(f"'{spec.name}' is {result['status']}.", style="bold green")
+    finally:
+        session.close()
+
+
+def show_access(result: dict[str, Any]) -> None:
+    """The endpoint, the key (shown once) and snippets that read the key from the environment."""
+    url, name = result["endpoint"], result["name"]
+    output.message(f"Endpoint: {url}")
+    output.message(f"API key (shown once; store it now): {result['api_key']}")
+    output.message(
+        "\nTry it, with the key in GALE_API_KEY:\n"
+        f'  curl {url}/chat/completions -H "Authorization: Bearer $GALE_API_KEY" \\\n'
+        "    -H 'Content-Type: application/json' \\\n"
+        f'    -d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'\n'
+        "\n  import os\n"
+        "  from openai import OpenAI\n"
+        f'  client = OpenAI(base_url="{url}", api_key=os.environ["GALE_API_KEY"])\n'
+        f'  reply = client.chat.completions.create(model="{name}", '
+        'messages=[{"role": "user", "content": "Hello!"}])\n'
+        "  print(reply.choices[0].message.content)\n"
+    )

@@ -47,3 +47,34 @@ NoInput = Annotated[
     bool, _opt("Never prompt; a missing answer is an error.", CONTROL, "--no-input")
 ]
 Force = Annotated[bool, _opt("Deploy even if the fit check fails.", CONTROL, "--force")]
+Wait = Annotated[
+    bool,
+    _opt("Wait until it is Deployed (--no-wait returns at once).", CONTROL, "--wait/--no-wait"),
+]
+Timeout = Annotated[float, _opt("Seconds to wait for Deployed before giving up.", CONTROL)]
+Yes = Annotated[bool, _opt("Do not ask to confirm.", CONTROL, "--yes", "-y")]
+
+# Parameter name → spec field, for the spec options above.
+SPEC_PARAMS = {
+    "model": "model",
+    "name": "name",
+    "description": "description",
+    "tag": "tags",
+    "trust_remote_code": "trust_remote_code",
+    "temperature": "temperature",
+    "max_length": "max_length",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "stop": "stop",
+    "batch_size": "batch_size",
+    "min_replicas": "min_replicas",
+    "max_replicas": "max_replicas",
+    "scale_up_delay": "scale_up_delay",
+    "scale_down_delay": "scale_down_delay",
+    "hardware": "hardware",
+}
+
+
+def spec_values(params: dict[str, object]) -> dict[str, object]:
+    """The spec fields among a command's parameters (pass `locals()` first thing)."""
+    return {field: params[param] for param, field in SPEC_PARAMS.items() if param in params}

@@ -33,8 +33,11 @@ class MemoryCluster:
     def apply_application(self, app: dict[str, Any]) -> None:
         self.apps[app["name"]] = app
 
-    def remove_application(self, name: str) -> None:
-        self.apps.pop(name, None)
+    def remove_application(self, name: str) -> bool:
+        return self.apps.pop(name, None) is not None
+
+    def wait_for_removal(self, name: str, timeout: float) -> None:
+        assert name not in self.apps
 
 
 @pytest.fixture

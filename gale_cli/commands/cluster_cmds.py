@@ -1,0 +1,73 @@
+"""`gale cluster up|down|status`: the embedded local Ray head."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gale_cli import output
+from gale_cli.cluster import local_head_status, start_local_head, stop_local_head
+
+cluster_app = typer.Typer(
+    help="Start, stop or inspect the local Ray cluster.", no_args_is_help=True
+)
+GIB = 1024**3
+
+
+@cluster_app.command("up")
+def up(
+    gpus: Annotated[int, typer.Option(help="Logical GPUs to declare (no real GPU needed).")] = 0,
+    accelerator: Annotated[
+        str | None, typer.Option(help="Accelerator type of the declared GPUs, e.g. A10G.")
+    ] = None,
+) -> None:
+    """Start a local Ray head (loopback only, token auth) with Serve's HTTP proxy."""
+    with output.Spinner("Starting the local Ray head…"):
+        status = start_local_head(gpus, accelerator)
+    output.message(f"Ray is up: dashboard {status.dashboard_url}, endpoints {status.serve_url}")
+    _resources(status.resources)
+
+
+@cluster_app.command("down")
+def down() -> None:
+    """Stop the local Ray head and everything deployed on it (local state is kept)."""
+    if stop_local_head():
+        output.message(
+            "Stopped the local Ray head. `gale restore` redeploys after `gale cluster up`."
+        )
+    else:
+        output.message("No local Ray head was running.")
+
+
+@cluster_app.command("status")
+def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Whether the local head is up, and what it declares."""
+    info = local_head_status()
+    if json_out:
+        output.print_json(
+            {
+                "running": info.running,
+                "dashboard_url": info.dashboard_url,
+                "serve_url": info.serve_url,
+                "resources": info.resources,
+            }
+        )
+        return
+    if not info.running:
+        output.message(
+            f"No Ray head answers at {info.dashboard_url}. Start one: `gale cluster up`."
+        )
+        raise typer.Exit(1)
+    output.message(f"Ray is up: dashboard {info.dashboard_url}, endpoints {info.serve_url}")
+    _resources(info.resources)
+
+
+def _resources(resources: dict[str, float]) -> None:
+    rows = []
+    for key, value in sorted(resources.items()):
+        if key.startswith("node:"):
+            continue
+        shown = f"{value / GIB:.1f} GiB" if "memory" in key else f"{value:g}"
+        rows.append((key, shown))
+    output.table(["Resource", "Total"], rows)

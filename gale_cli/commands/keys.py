@@ -1,0 +1,70 @@
+"""`gale keys create|list|revoke`: a deployment's API keys, changed in place within seconds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gale_cli import lifecycle, output
+from gale_cli.commands import specflags as flag
+from gale_cli.session import open_session
+
+keys_app = typer.Typer(
+    help="Create, list and revoke a deployment's API keys.", no_args_is_help=True
+)
+Name = Annotated[str, typer.Argument(metavar="NAME", help="A deployment name.")]
+
+
+@keys_app.command("create")
+def create(
+    name: Name,
+    key_name: Annotated[str, typer.Option("--key-name", help="A label for the key.")] = "default",
+    json_out: flag.Json = False,
+) -> None:
+    """Create a key (shown once); it works within seconds, with no restart."""
+    session = open_session()
+    try:
+        key, record = lifecycle.create_key(session.client, session.state, name, key_name)
+    finally:
+        session.close()
+    if json_out:
+        output.print_json({"id": record.id, "name": record.name, "key": key})
+    else:
+        output.message(f"Created key {record.id} ({record.name}). Shown once; store it now:")
+        typer.echo(key)
+
+
+@keys_app.command("list")
+def list_keys(name: Name, json_out: flag.Json = False) -> None:
+    """A deployment's keys: id, name and prefix only (keys are stored as hashes)."""
+    session = open_session()
+    try:
+        keys = lifecycle.find(session.client, session.state, name).keys
+    finally:
+        session.close()
+    rows = [
+        {"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at} for k in keys
+    ]
+    if json_out:
+        output.print_json(rows)
+    else:
+        output.table(
+            ["Key id", "Name", "Prefix"], ((r["id"], r["name"], r["prefix"] + "…") for r in rows)
+        )
+
+
+@keys_app.command("revoke")
+def revoke(
+    name: Name,
+    key_id: Annotated[
+        str, typer.Argument(metavar="KEY_ID", help="The key's id (see `gale keys list`).")
+    ],
+) -> None:
+    """Revoke a key; requests with it are refused within seconds."""
+    session = open_session()
+    try:
+        record = lifecycle.revoke_key(session.client, session.state, name, key_id)
+    finally:
+        session.close()
+    output.message(f"Revoked key {record.id} ({record.name}) of '{name}'.")

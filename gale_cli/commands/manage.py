@@ -1,0 +1,239 @@
+"""Reading and removing deployments: list, status, describe, endpoint, undeploy, delete, restore."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from gale_cli import lifecycle, output
+from gale_cli.commands import specflags as flag
+from gale_cli.commands.waiting import describe_progress
+from gale_cli.errors import UsageError
+from gale_cli.progress import progress_of
+from gale_cli.session import open_session
+
+Name = Annotated[str, typer.Argument(metavar="NAME", help="A deployment name.")]
+
+
+def _age(since: float | None) -> str:
+    if not since:
+        return "—"
+    seconds = max(0, int(time.time() - since))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _row(live: lifecycle.Live, serve_url: str) -> dict[str, Any]:
+    spec = live.spec
+    return {
+        "name": spec.name,
+        "model": spec.model,
+        "status": live.status,
+        "replicas": {
+            "running": live.replicas_running,
+            "min": spec.min_replicas,
+            "max": spec.max_replicas,
+        },
+        "hardware": spec.hardware,
+        "endpoint": lifecycle.endpoint(serve_url, spec.name),
+        "created_at": live.created_at,
+        "message": live.message,
+    }
+
+
+def list_deployments(json_out: flag.Json = False) -> None:
+    """Every deployment: running ones from the cluster, undeployed ones from local state."""
+    session = open_session()
+    try:
+        rows = [
+            _row(live, session.config.serve_url)
+            for live in lifecycle.all_deployments(session.client, session.state).values()
+        ]
+    finally:
+        session.close()
+    if json_out:
+        output.print_json(rows)
+        return
+    output.table(
+        ["Name", "Model", "Status", "Replicas", "Hardware", "Endpoint", "Age"],
+        (
+            (
+                r["name"],
+                r["model"],
+                r["status"],
+                "{running} / {min} / {max}".format(**r["replicas"]),
+                r["hardware"],
+                r["endpoint"],
+                _age(r["created_at"]),
+            )
+            for r in rows
+        ),
+    )
+
+
+def status(
+    name: Name,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep watching until Ctrl-C.")] = False,
+    json_out: flag.Json = False,
+) -> None:
+    """A deployment's status and replicas (--watch follows it)."""
+    session = open_session()
+    try:
+        while True:
+            live = lifecycle.find(session.client, session.state, name)
+            row = _row(live, session.config.serve_url)
+            app = session.client.get_application(name) if live.deployed else None
+            if app is not None:
+                row["detail"] = describe_progress(
+                    live.spec, progress_of(app, session.client.node_resources)
+                )
+            if json_out:
+                output.print_json(row)
+            else:
+                output.message(
+                    f"{name}: {row['status']}. {row.get('detail', row['message'])}".rstrip(". ")
+                    + "."
+                )
+            if not watch:
+                return
+            time.sleep(2)
+    finally:
+        session.close()
+
+
+def describe(name: Name, json_out: flag.Json = False) -> None:
+    """The configuration view: every parameter, hardware, endpoint, keys and revision history."""
+    session = open_session()
+    try:
+        live = lifecycle.find(session.client, session.state, name)
+        revisions = session.state.revisions(name)
+        info = {
+            **_row(live, session.config.serve_url),
+            "spec": live.spec.model_dump(mode="json"),
+            "keys": [
+                {"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at}
+                for k in live.keys
+            ],
+            "revisions": [
+                {"revision": r.revision, "action": r.action, "created_at": r.created_at}
+                for r in revisions
+            ],
+        }
+    finally:
+        session.close()
+    if json_out:
+        output.print_json(info)
+        return
+    output.show(output.render_review(live.spec))
+    output.table(
+        ["Field", "Value"],
+        [
+            ("Status", info["status"]),
+            ("Endpoint", info["endpoint"]),
+            ("Replicas running", live.replicas_running),
+        ],
+    )
+    output.table(
+        ["Key id", "Name", "Prefix", "Created"],
+        (
+            (k["id"], k["name"], k["prefix"] + "…", _age(k["created_at"]) + " ago")
+            for k in info["keys"]
+        ),
+        title="API keys",
+    )
+    output.table(
+        ["Revision", "Action", "When"],
+        ((r["revision"], r["action"], _age(r["created_at"]) + " ago") for r in info["revisions"]),
+        title="Revisions",
+    )
+
+
+def endpoint(name: Name, json_out: flag.Json = False) -> None:
+    """A deployment's OpenAI base URL."""
+    session = open_session()
+    try:
+        lifecycle.find(session.client, session.state, name)
+        url = lifecycle.endpoint(session.config.serve_url, name)
+    finally:
+        session.close()
+    if json_out:
+        output.print_json({"name": name, "endpoint": url})
+    else:
+        typer.echo(url)
+
+
+def undeploy(name: Name, json_out: flag.Json = False) -> None:
+    """Free a deployment's replicas; its configuration, keys and endpoint are kept."""
+    session = open_session()
+    try:
+        lifecycle.undeploy(session.client, session.state, name)
+    finally:
+        session.close()
+    if json_out:
+        output.print_json({"name": name, "status": "Undeployed"})
+    else:
+        output.message(
+            f"'{name}' is undeployed; `gale redeploy {name}` brings it back at the same endpoint."
+        )
+
+
+def delete(name: Name, yes: flag.Yes = False) -> None:
+    """Remove a deployment everywhere: replicas, configuration, keys, history."""
+    session = open_session()
+    try:
+        lifecycle.find(session.client, session.state, name)
+        if not yes:
+            if not output.is_interactive():
+                raise UsageError(
+                    f"deleting '{name}' needs confirmation",
+                    hint="pass --yes to confirm without prompts",
+                )
+            if not typer.confirm(
+                f"Delete '{name}', its keys and its history?", default=False, err=True
+            ):
+                raise typer.Exit(1)
+        lifecycle.delete(session.client, session.state, name)
+    finally:
+        session.close()
+    output.message(f"Deleted '{name}'.")
+
+
+def restore(json_out: flag.Json = False) -> None:
+    """Redeploy what local state says should run but the cluster lacks (after a cluster restart)."""
+    session = open_session(start_local=True)
+    try:
+        restored = lifecycle.restore(session.client, session.state)
+    finally:
+        session.close()
+    if json_out:
+        output.print_json({"restored": restored})
+    elif restored:
+        output.message(
+            "Restored: " + ", ".join(restored) + ". `gale list` follows them to Deployed."
+        )
+    else:
+        output.message("Nothing to restore: every deployment local state knows is on the cluster.")
+
+
+def export(
+    name: Name,
+    format: Annotated[str, typer.Option("--format", help="serve or rayservice.")] = "serve",
+) -> None:
+    """Print a deployment as a Serve config (`serve deploy`) or a KubeRay RayService manifest."""
+    from gale_cli import export as exports
+
+    if format not in ("serve", "rayservice"):
+        raise UsageError(
+            f"unknown format '{format}'", hint="use --format serve or --format rayservice"
+        )
+    session = open_session()
+    try:
+        live = lifecycle.find(session.client, session.state, name)
+    finally:
+        session.close()
+    build = exports.serve_config if format == "serve" else exports.rayservice
+    typer.echo(exports.dump(build(live.spec, live.keys)), nl=False)

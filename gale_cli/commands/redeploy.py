@@ -1,0 +1,109 @@
+"""`gale redeploy NAME`: change a deployment, keeping its endpoint and keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from gale_cli import lifecycle, output
+from gale_cli.commands import specflags as flag
+from gale_cli.commands.deploy import ask
+from gale_cli.commands.waiting import wait_until_deployed
+from gale_cli.errors import UsageError
+from gale_cli.session import open_session
+from gale_cli.specinput import load_spec_file, merge, validate
+from serving.fit import check_fit
+
+WHAT_HAPPENS = {
+    "in-place": "applied in place: same replicas, no restart, no downtime",
+    "rolling": "replicas replaced in a rolling update: new ones start before old ones stop",
+    "start": "deployed again at the same endpoint, with the same keys",
+    "none": "nothing changes",
+}
+
+
+def redeploy(
+    deployment: Annotated[str, typer.Argument(metavar="NAME", help="The deployment to change.")],
+    model: flag.Model = None,
+    description: flag.Description = None,
+    tag: flag.Tags = None,
+    trust_remote_code: flag.TrustRemoteCode = None,
+    temperature: flag.Temperature = None,
+    max_length: flag.MaxLength = None,
+    top_p: flag.TopP = None,
+    top_k: flag.TopK = None,
+    stop: flag.Stop = None,
+    batch_size: flag.BatchSize = None,
+    min_replicas: flag.MinReplicas = None,
+    max_replicas: flag.MaxReplicas = None,
+    scale_up_delay: flag.ScaleUpDelay = None,
+    scale_down_delay: flag.ScaleDownDelay = None,
+    hardware: flag.Hardware = None,
+    file: flag.File = None,
+    recreate: Annotated[
+        bool,
+        typer.Option(
+            "--recreate",
+            help="Undeploy, then deploy (downtime), instead of updating in place.",
+            rich_help_panel=flag.CONTROL,
+        ),
+    ] = False,
+    yes: flag.Yes = False,
+    json_out: flag.Json = False,
+    no_input: flag.NoInput = False,
+    force: flag.Force = False,
+    wait: flag.Wait = True,
+    timeout: flag.Timeout = 600,
+) -> None:
+    """Change a deployment (flags, a file, or the wizard pre-filled with its live configuration)."""
+    changes = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
+    session = open_session()
+    try:
+        current = lifecycle.find(session.client, session.state, deployment)
+        values: dict[str, Any] = {**current.spec.model_dump(), **changes}
+        interactive = output.is_interactive(no_input) and not json_out
+        asked = not changes and interactive
+        spec = ask(values) if asked else validate(values)
+        change = lifecycle.plan_redeploy(session.client, session.state, deployment, spec)
+        verdict = check_fit(spec)
+        if verdict.fits is False and not force:
+            raise UsageError(verdict.message, hint="pass --force to redeploy anyway")
+        _show_plan(change, recreate)
+        if change.kind == "none" and not recreate:
+            _finish(json_out, deployment, "unchanged", session.config.serve_url)
+            return
+        if not yes and not asked:
+            if not interactive:
+                raise UsageError(
+                    "redeploy needs confirmation", hint="pass --yes to confirm without prompts"
+                )
+            if not typer.confirm("Apply this change?", default=True, err=True):
+                raise typer.Exit(1)
+        since = lifecycle.redeploy(session.client, session.state, change, recreate=recreate)
+        if wait:
+            wait_until_deployed(session, spec, timeout, since=since)
+        _finish(json_out, deployment, "Deployed" if wait else "Deploying", session.config.serve_url)
+    finally:
+        session.close()
+
+
+def _show_plan(change: lifecycle.Change, recreate: bool) -> None:
+    for field, old, new in change.diff:
+        output.message(f"  {field}: {old!r} → {new!r}")
+    if recreate and change.kind != "start":
+        output.message(
+            "Warning: --recreate undeploys first: the endpoint answers 404 until the new "
+            "replicas are up.",
+            style="bold yellow",
+        )
+    else:
+        output.message(f"This change is {WHAT_HAPPENS[change.kind]}.")
+
+
+def _finish(json_out: bool, name: str, status: str, serve_url: str) -> None:
+    url = lifecycle.endpoint(serve_url, name)
+    if json_out:
+        output.print_json({"name": name, "status": status, "endpoint": url})
+    else:
+        output.message(f"'{name}' is {status} at {url}.", style="bold green")

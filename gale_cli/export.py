@@ -1,0 +1,95 @@
+"""Exports for GitOps: a Serve config `serve deploy` accepts, or a KubeRay RayService manifest."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from serving.keys import KeyRecord
+from serving.serve_config import to_serve_application
+from serving.spec import DeploymentSpec
+
+RAY_IMAGE = "rayproject/ray:2.60.0-py311"
+GIB = 1024**3
+
+
+def serve_config(spec: DeploymentSpec, keys: list[KeyRecord]) -> dict[str, Any]:
+    """A Serve config file holding this one application."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": 8000},
+        "applications": [to_serve_application(spec, keys)],
+    }
+
+
+def rayservice(
+    spec: DeploymentSpec, keys: list[KeyRecord], image: str = RAY_IMAGE
+) -> dict[str, Any]:
+    """A KubeRay RayService: the Serve config plus a cluster whose workers fit one replica each."""
+    profile = spec.profile
+    worker_limits: dict[str, Any] = {
+        "cpu": str(profile.cpus),
+        "memory": f"{int(profile.memory_gb)}Gi",
+    }
+    ray_resources = {}
+    if profile.is_gpu:
+        worker_limits["nvidia.com/gpu"] = str(profile.gpus)
+        ray_resources[f"accelerator_type:{profile.accelerator_type}"] = profile.gpus
+    worker_params: dict[str, Any] = {}
+    if ray_resources:
+        worker_params["resources"] = json.dumps(ray_resources)
+    container = {
+        "name": "ray-worker",
+        "image": image,
+        "resources": {"limits": worker_limits, "requests": worker_limits},
+    }
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": spec.name, "labels": {"app.kubernetes.io/managed-by": "gale"}},
+        "spec": {
+            "serveConfigV2": yaml.safe_dump(
+                {"applications": [to_serve_application(spec, keys)]}, sort_keys=False
+            ),
+            "rayClusterConfig": {
+                "rayVersion": "2.60.0",
+                "headGroupSpec": {
+                    "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "ray-head",
+                                    "image": image,
+                                    "resources": {"limits": {"cpu": "2", "memory": "8Gi"}},
+                                    "ports": [
+                                        {"containerPort": 6379, "name": "gcs"},
+                                        {"containerPort": 8265, "name": "dashboard"},
+                                        {"containerPort": 8000, "name": "serve"},
+                                    ],
+                                }
+                            ]
+                        }
+                    },
+                },
+                "workerGroupSpecs": [
+                    {
+                        "groupName": f"{profile.id}-workers",
+                        "replicas": spec.min_replicas,
+                        "minReplicas": spec.min_replicas,
+                        "maxReplicas": spec.max_replicas,
+                        "rayStartParams": worker_params,
+                        "template": {"spec": {"containers": [container]}},
+                    }
+                ],
+                "enableInTreeAutoscaling": True,
+            },
+        },
+    }
+
+
+def dump(document: dict[str, Any]) -> str:
+    """YAML text of an export."""
+    return yaml.safe_dump(document, sort_keys=False)

@@ -1,0 +1,34 @@
+"""What a cluster command works with: connection settings, the Serve client and local state."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from gale_cli import output
+from gale_cli.cluster import ClusterConfig, ServeClient, local_head_status, start_local_head
+from gale_cli.state import State
+
+
+@dataclass
+class Session:
+    """A connected cluster client and local state, for one command."""
+
+    config: ClusterConfig
+    client: ServeClient
+    state: State
+
+    def close(self) -> None:
+        """Close the cluster connection."""
+        self.client.close()
+
+
+def open_session(*, start_local: bool = False) -> Session:
+    """Connect to the configured cluster; with `start_local`, start the embedded default if none runs."""
+    config = ClusterConfig.from_env()
+    embedded = start_local and not os.environ.get("GALE_RAY_ADDRESS") and config.is_local
+    if embedded and not local_head_status(config).running:
+        output.message("No Ray cluster is running here: starting a local one (`gale cluster up`).")
+        start_local_head(config=config)
+        config = ClusterConfig.from_env()
+    return Session(config, ServeClient(config), State(config.gale_home / "state.db"))

@@ -1,0 +1,42 @@
+"""Exports are what Ray and KubeRay accept."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from gale_cli import export
+from serving.keys import generate_key
+from serving.spec import DeploymentSpec
+
+SPEC = DeploymentSpec(
+    name="support-bot",
+    model="llama-3.1-8b-instruct",
+    hardware="a10-x4",
+    min_replicas=1,
+    max_replicas=3,
+)
+
+
+def test_serve_config_passes_rays_own_schema() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    _, record = generate_key()
+    document = yaml.safe_load(export.dump(export.serve_config(SPEC, [record])))
+    schema = ServeDeploySchema.model_validate(document)
+    (app,) = schema.applications
+    assert app.name == "support-bot" and app.route_prefix == "/support-bot"
+    assert app.deployments[0].ray_actor_options.num_gpus == 4
+
+
+def test_rayservice_manifest_carries_the_serve_config_and_gpu_workers() -> None:
+    manifest = yaml.safe_load(export.dump(export.rayservice(SPEC, [])))
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
+    serve = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    assert serve["applications"][0]["import_path"] == "serving.app:build_app"
+    (workers,) = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert (workers["minReplicas"], workers["maxReplicas"]) == (1, 3)
+    limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "4"
+    assert json.loads(workers["rayStartParams"]["resources"]) == {"accelerator_type:A10G": 4}
