@@ -85,7 +85,10 @@ def render_review(spec: DeploymentSpec) -> Group:
                 ("Scale-down delay", f"{spec.scale_down_delay:g} s"),
             ],
         ),
-        ("Hardware", [("Hardware", f"{profile.name} ({profile.id})")]),
+        (
+            "Hardware",
+            [("Hardware", f"{profile.name} ({profile.id})"), ("Engine", spec.engine)],
+        ),
     ]
     for title, rows in sections:
         grid.add_row(Text(title, style="bold underline"), "")

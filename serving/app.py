@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from ray import serve
@@ -37,6 +37,7 @@ class AppArgs(BaseModel):
 
     model: str
     hardware: str
+    engine: Literal["auto", "transformers", "vllm"] = "auto"
     trust_remote_code: bool = False
 
     @field_validator("model")
@@ -60,7 +61,7 @@ class GaleModel:
 
     # Serve awaits an async constructor (the ingress wrapper's own __init__ is async).
     async def __init__(  # type: ignore[misc]
-        self, model: str, hardware: str, trust_remote_code: bool = False
+        self, model: str, hardware: str, engine: str = "auto", trust_remote_code: bool = False
     ) -> None:
         from serving.api import ServingState
         from serving.engines.base import load_engine
@@ -69,7 +70,7 @@ class GaleModel:
         # Off the replica's event loop: loading takes seconds to minutes, and the
         # actor should keep answering the controller meanwhile.
         self.engine: Engine = await asyncio.to_thread(
-            load_engine, model, hardware, trust_remote_code
+            load_engine, model, hardware, trust_remote_code, engine=engine
         )
         # Filled in by reconfigure(), which Serve calls before the replica takes traffic.
         self.state: ServingState = ServingState(None, self.engine)
@@ -107,5 +108,5 @@ def build_app(args: dict[str, Any]) -> Application:
     parsed = AppArgs.model_validate(args)
     # serve.deployment turns the class into a Deployment; mypy still sees the class.
     return GaleModel.bind(  # type: ignore[attr-defined]
-        parsed.model, parsed.hardware, parsed.trust_remote_code
+        parsed.model, parsed.hardware, parsed.engine, parsed.trust_remote_code
     )

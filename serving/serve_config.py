@@ -23,7 +23,7 @@ GIB = 1024**3
 
 SAMPLING_FIELDS = ("temperature", "max_length", "top_p", "top_k", "stop", "batch_size")
 GENERAL_FIELDS = ("description", "tags")
-ARGS_FIELDS = ("model", "hardware", "trust_remote_code")
+ARGS_FIELDS = ("model", "hardware", "engine", "trust_remote_code")
 
 
 def route_prefix(name: str) -> str:

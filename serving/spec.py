@@ -77,6 +77,9 @@ class DeploymentSpec(BaseModel):
     description: str = Field(default="", max_length=500)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
     model: str = Field(description="Catalog id, hf:ORG/NAME[@REVISION], or absolute path.")
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        default="auto", description="Inference engine; auto picks one (see the README)."
+    )
     trust_remote_code: bool = Field(
         default=False, description="Run the model repository's own Python code (off unless asked)."
     )
@@ -180,6 +183,7 @@ FLAGS: dict[str, str] = {
     "description": "--description",
     "tags": "--tag",
     "model": "--model",
+    "engine": "--engine",
     "trust_remote_code": "--trust-remote-code",
     "temperature": "--temperature",
     "max_length": "--max-length",

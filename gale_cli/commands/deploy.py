@@ -38,6 +38,7 @@ def deploy(
     scale_up_delay: flag.ScaleUpDelay = None,
     scale_down_delay: flag.ScaleDownDelay = None,
     hardware: flag.Hardware = None,
+    engine: flag.Engine = None,
     file: flag.File = None,
     accept_terms: flag.AcceptTerms = False,
     dry_run: flag.DryRun = False,

@@ -40,6 +40,7 @@ def redeploy(
     scale_up_delay: flag.ScaleUpDelay = None,
     scale_down_delay: flag.ScaleDownDelay = None,
     hardware: flag.Hardware = None,
+    engine: flag.Engine = None,
     file: flag.File = None,
     recreate: Annotated[
         bool,

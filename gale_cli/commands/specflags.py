@@ -23,6 +23,7 @@ Model = Annotated[
 Name = Annotated[str | None, _opt("Deployment name: the endpoint path.", GENERAL)]
 Description = Annotated[str | None, _opt("Up to 500 characters.", GENERAL)]
 Tags = Annotated[list[str] | None, _opt("A tag (repeatable, up to 20).", GENERAL, "--tag")]
+Engine = Annotated[str | None, _opt("auto, transformers or vllm.", HARDWARE)]
 TrustRemoteCode = Annotated[
     bool | None,
     _opt("Run the model repository's own Python code.", GENERAL, "--trust-remote-code"),
@@ -60,6 +61,7 @@ SPEC_PARAMS = {
     "name": "name",
     "description": "description",
     "tag": "tags",
+    "engine": "engine",
     "trust_remote_code": "trust_remote_code",
     "temperature": "temperature",
     "max_length": "max_length",

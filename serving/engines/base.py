@@ -123,8 +123,14 @@ def load_engine(
     hardware_profile: HardwareProfile | str | None = None,
     trust_remote_code: bool = False,
     batch_size: int = 8,
+    engine: str = "auto",
 ) -> Engine:
     """Load the model a spec names onto what this replica has (blocking; may take minutes)."""
+    if engine == "vllm":
+        raise ModelLoadError(
+            "the vLLM engine is not available in this version of gale; "
+            "deploy with --engine transformers (or auto)"
+        )
     from serving import catalog
     from serving.engines.transformers_engine import TransformersEngine
     from serving.model_source import resolve

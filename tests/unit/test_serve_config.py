@@ -75,7 +75,7 @@ def test_cpu_profile_asks_for_no_gpu() -> None:
 
 def test_what_changes_in_place_lives_in_user_config_or_autoscaling() -> None:
     app = to_serve_application(FULL)
-    assert set(app["args"]) == {"model", "hardware", "trust_remote_code"}
+    assert set(app["args"]) == {"model", "hardware", "engine", "trust_remote_code"}
     params = app["deployments"][0]["user_config"]["parameters"]
     assert (
         params["temperature"] == 0.2

@@ -128,6 +128,7 @@ def test_full_pass_in_order() -> None:
         "description": "A small helper",
         "tags": ["chat", "demo"],
         "model": "smollm2-135m-instruct",
+        "engine": "auto",
         "trust_remote_code": False,
         "temperature": 0.2,
         "max_length": 128,
