@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from serving.fit import check_fit
-from serving.serve_config import replicas_per_hour_cost
-from serving.spec import DeploymentSpec
+# Imported where used: `gale --help` must not pay for them.
+if TYPE_CHECKING:
+    from serving.spec import DeploymentSpec
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -55,6 +55,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
 
 def render_review(spec: DeploymentSpec) -> Group:
     """The review step: every field, the fit verdict and the cost."""
+    from serving.fit import check_fit
+    from serving.serve_config import replicas_per_hour_cost
+
     profile = spec.profile
     low, high = replicas_per_hour_cost(spec)
     grid = Table.grid(padding=(0, 2))

@@ -8,7 +8,6 @@ import typer
 
 from gale_cli import output
 from gale_cli.errors import UsageError
-from serving import catalog
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -22,6 +21,8 @@ def models(
     json_out: JsonFlag = False,
 ) -> None:
     """List the models gale knows by id."""
+    from serving import catalog
+
     if ctx.invoked_subcommand is not None:
         return
     entries = [m for m in catalog.models().values() if tag is None or tag in m.tags]
@@ -51,6 +52,8 @@ def show_model(
     json_out: JsonFlag = False,
 ) -> None:
     """Show one catalog model."""
+    from serving import catalog
+
     entry = catalog.models().get(model_id)
     if entry is None:
         raise UsageError(f"unknown model '{model_id}'", hint="`gale models` lists the catalog")
@@ -82,6 +85,8 @@ def show_model(
 
 def hardware(json_out: JsonFlag = False) -> None:
     """List the hardware profiles a deployment can run on, with prices."""
+    from serving import catalog
+
     profiles = list(catalog.hardware().values())
     if json_out:
         output.print_json([p.model_dump(mode="json") for p in profiles])

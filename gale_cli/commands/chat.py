@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 
-from gale_cli import lifecycle, output
-from gale_cli.commands.waiting import wait_for_key
+from gale_cli import output
 from gale_cli.errors import GaleError
-from gale_cli.session import open_session
+
+# Imported where used: `gale --help` must not pay for them.
+if TYPE_CHECKING:
+    import httpx
 
 KEY_NAME = "gale-chat"
 
@@ -32,6 +33,12 @@ def chat(
     system: Annotated[str | None, typer.Option(help="A system message.")] = None,
 ) -> None:
     """Chat with a deployment; replies stream as they are generated."""
+    import httpx
+
+    from gale_cli import lifecycle
+    from gale_cli.commands.waiting import wait_for_key
+    from gale_cli.session import open_session
+
     session = open_session()
     temporary = None
     try:
@@ -82,6 +89,8 @@ def _reply(
 def _stream(
     http: httpx.Client, url: str, key: str, model: str, messages: list[dict[str, str]]
 ) -> Iterator[str]:
+    import httpx
+
     body = {"model": model, "messages": messages, "stream": True}
     headers = {"Authorization": f"Bearer {key}"}
     try:

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from gale_cli import output
-from gale_cli.cluster import local_head_status, start_local_head, stop_local_head
 
 cluster_app = typer.Typer(
     help="Start, stop or inspect the local Ray cluster.", no_args_is_help=True
@@ -23,6 +22,8 @@ def up(
     ] = None,
 ) -> None:
     """Start a local Ray head (loopback only, token auth) with Serve's HTTP proxy."""
+    from gale_cli.cluster import start_local_head
+
     with output.Spinner("Starting the local Ray head…"):
         status = start_local_head(gpus, accelerator)
     output.message(f"Ray is up: dashboard {status.dashboard_url}, endpoints {status.serve_url}")
@@ -32,6 +33,8 @@ def up(
 @cluster_app.command("down")
 def down() -> None:
     """Stop the local Ray head and everything deployed on it (local state is kept)."""
+    from gale_cli.cluster import stop_local_head
+
     if stop_local_head():
         output.message(
             "Stopped the local Ray head. `gale restore` redeploys after `gale cluster up`."
@@ -43,6 +46,8 @@ def down() -> None:
 @cluster_app.command("status")
 def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Whether the local head is up, and what it declares."""
+    from gale_cli.cluster import local_head_status
+
     info = local_head_status()
     if json_out:
         output.print_json(

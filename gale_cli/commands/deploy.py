@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gale_cli import lifecycle, output
+from gale_cli import output
 from gale_cli.commands import specflags as flag
-from gale_cli.commands.waiting import wait_until_deployed
 from gale_cli.errors import GaleError, UsageError
-from gale_cli.session import open_session
-from gale_cli.specinput import load_spec_file, merge, validate
-from serving.fit import check_fit
-from serving.serve_config import to_serve_application
-from serving.spec import DeploymentSpec
+
+# Imported where used: `gale --help` must not pay for them.
+if TYPE_CHECKING:
+    from serving.spec import DeploymentSpec
 
 EXIT_CANCELLED = 1
 
@@ -49,6 +47,10 @@ def deploy(
     timeout: flag.Timeout = 600,
 ) -> None:
     """Deploy a model: the wizard asks for what flags and the spec file leave open."""
+    from gale_cli.specinput import load_spec_file, merge, validate
+    from serving.fit import check_fit
+    from serving.serve_config import to_serve_application
+
     values = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
     if output.is_interactive(no_input):
         spec = ask(values)
@@ -91,6 +93,10 @@ def ask(values: dict[str, Any]) -> DeploymentSpec:
 
 def submit(spec: DeploymentSpec, *, json_out: bool, wait: bool, timeout: float) -> None:
     """Submit a new deployment, follow it, and hand out its endpoint and first key."""
+    from gale_cli import lifecycle
+    from gale_cli.commands.waiting import wait_until_deployed
+    from gale_cli.session import open_session
+
     session = open_session(start_local=True)
     try:
         key = lifecycle.deploy(session.client, session.state, spec)

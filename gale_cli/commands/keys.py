@@ -6,9 +6,8 @@ from typing import Annotated
 
 import typer
 
-from gale_cli import lifecycle, output
+from gale_cli import output
 from gale_cli.commands import specflags as flag
-from gale_cli.session import open_session
 
 keys_app = typer.Typer(
     help="Create, list and revoke a deployment's API keys.", no_args_is_help=True
@@ -23,6 +22,9 @@ def create(
     json_out: flag.Json = False,
 ) -> None:
     """Create a key (shown once); it works within seconds, with no restart."""
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
+
     session = open_session()
     try:
         key, record = lifecycle.create_key(session.client, session.state, name, key_name)
@@ -38,6 +40,9 @@ def create(
 @keys_app.command("list")
 def list_keys(name: Name, json_out: flag.Json = False) -> None:
     """A deployment's keys: id, name and prefix only (keys are stored as hashes)."""
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
+
     session = open_session()
     try:
         keys = lifecycle.find(session.client, session.state, name).keys
@@ -62,6 +67,9 @@ def revoke(
     ],
 ) -> None:
     """Revoke a key; requests with it are refused within seconds."""
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
+
     session = open_session()
     try:
         record = lifecycle.revoke_key(session.client, session.state, name, key_id)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gale_cli import lifecycle, output
+from gale_cli import output
 from gale_cli.commands import specflags as flag
-from gale_cli.commands.waiting import describe_progress
 from gale_cli.errors import UsageError
-from gale_cli.progress import progress_of
-from gale_cli.session import open_session
+
+# Imported where used: `gale --help` must not pay for them.
+if TYPE_CHECKING:
+    from gale_cli import lifecycle
 
 Name = Annotated[str, typer.Argument(metavar="NAME", help="A deployment name.")]
 
@@ -28,6 +29,8 @@ def _age(since: float | None) -> str:
 
 
 def _row(live: lifecycle.Live, serve_url: str) -> dict[str, Any]:
+    from gale_cli import lifecycle
+
     spec = live.spec
     return {
         "name": spec.name,
@@ -47,6 +50,9 @@ def _row(live: lifecycle.Live, serve_url: str) -> dict[str, Any]:
 
 def list_deployments(json_out: flag.Json = False) -> None:
     """Every deployment: running ones from the cluster, undeployed ones from local state."""
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
+
     session = open_session()
     try:
         rows = [
@@ -81,6 +87,11 @@ def status(
     json_out: flag.Json = False,
 ) -> None:
     """A deployment's status and replicas (--watch follows it)."""
+    from gale_cli import lifecycle
+    from gale_cli.commands.waiting import describe_progress
+    from gale_cli.progress import progress_of
+    from gale_cli.session import open_session
+
     session = open_session()
     try:
         while True:
@@ -107,6 +118,9 @@ def status(
 
 def describe(name: Name, json_out: flag.Json = False) -> None:
     """The configuration view: every parameter, hardware, endpoint, keys and revision history."""
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
+
     session = open_session()
     try:
         live = lifecycle.find(session.client, session.state, name)
@@ -154,6 +168,9 @@ def describe(name: Name, json_out: flag.Json = False) -> None:
 
 def endpoint(name: Name, json_out: flag.Json = False) -> None:
     """A deployment's OpenAI base URL."""
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
+
     session = open_session()
     try:
         lifecycle.find(session.client, session.state, name)
@@ -168,6 +185,9 @@ def endpoint(name: Name, json_out: flag.Json = False) -> None:
 
 def undeploy(name: Name, json_out: flag.Json = False) -> None:
     """Free a deployment's replicas; its configuration, keys and endpoint are kept."""
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
+
     session = open_session()
     try:
         lifecycle.undeploy(session.client, session.state, name)
@@ -183,6 +203,9 @@ def undeploy(name: Name, json_out: flag.Json = False) -> None:
 
 def delete(name: Name, yes: flag.Yes = False) -> None:
     """Remove a deployment everywhere: replicas, configuration, keys, history."""
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
+
     session = open_session()
     try:
         lifecycle.find(session.client, session.state, name)
@@ -204,6 +227,9 @@ def delete(name: Name, yes: flag.Yes = False) -> None:
 
 def restore(json_out: flag.Json = False) -> None:
     """Redeploy what local state says should run but the cluster lacks (after a cluster restart)."""
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
+
     session = open_session(start_local=True)
     try:
         restored = lifecycle.restore(session.client, session.state)
@@ -225,6 +251,8 @@ def export(
 ) -> None:
     """Print a deployment as a Serve config (`serve deploy`) or a KubeRay RayService manifest."""
     from gale_cli import export as exports
+    from gale_cli import lifecycle
+    from gale_cli.session import open_session
 
     if format not in ("serve", "rayservice"):
         raise UsageError(

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gale_cli import lifecycle, output
+from gale_cli import output
 from gale_cli.commands import specflags as flag
-from gale_cli.commands.deploy import ask
-from gale_cli.commands.waiting import wait_until_deployed
 from gale_cli.errors import UsageError
-from gale_cli.session import open_session
-from gale_cli.specinput import load_spec_file, merge, validate
-from serving.fit import check_fit
+
+# Imported where used: `gale --help` must not pay for them.
+if TYPE_CHECKING:
+    from gale_cli import lifecycle
 
 WHAT_HAPPENS = {
-    "in-place": "applied in place: same replicas, no restart, no downtime",
-    "rolling": "replicas replaced in a rolling update: new ones start before old ones stop",
-    "start": "deployed again at the same endpoint, with the same keys",
-    "none": "nothing changes",
+    "in-place": "Applied in place: the same replicas, no restart, no downtime.",
+    "rolling": "Replicas are replaced in a rolling update: new ones start before old ones stop.",
+    "start": "Deployed again at the same endpoint, with the same keys.",
+    "none": "Nothing changes.",
 }
 
 
@@ -58,6 +57,13 @@ def redeploy(
     timeout: flag.Timeout = 600,
 ) -> None:
     """Change a deployment (flags, a file, or the wizard pre-filled with its live configuration)."""
+    from gale_cli import lifecycle
+    from gale_cli.commands.deploy import ask
+    from gale_cli.commands.waiting import wait_until_deployed
+    from gale_cli.session import open_session
+    from gale_cli.specinput import load_spec_file, merge, validate
+    from serving.fit import check_fit
+
     changes = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
     session = open_session()
     try:
@@ -90,6 +96,7 @@ def redeploy(
 
 
 def _show_plan(change: lifecycle.Change, recreate: bool) -> None:
+
     for field, old, new in change.diff:
         output.message(f"  {field}: {old!r} → {new!r}")
     if recreate and change.kind != "start":
@@ -99,10 +106,12 @@ def _show_plan(change: lifecycle.Change, recreate: bool) -> None:
             style="bold yellow",
         )
     else:
-        output.message(f"This change is {WHAT_HAPPENS[change.kind]}.")
+        output.message(WHAT_HAPPENS[change.kind])
 
 
 def _finish(json_out: bool, name: str, status: str, serve_url: str) -> None:
+    from gale_cli import lifecycle
+
     url = lifecycle.endpoint(serve_url, name)
     if json_out:
         output.print_json({"name": name, "status": status, "endpoint": url})

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-
-import httpx
+from typing import TYPE_CHECKING
 
 from gale_cli import output
 from gale_cli.errors import GaleError
-from gale_cli.progress import Progress
-from gale_cli.session import Session
-from serving.spec import DeploymentSpec
+
+# Imported where used: `gale --help` must not pay for them.
+if TYPE_CHECKING:
+    from gale_cli.progress import Progress
+    from gale_cli.session import Session
+    from serving.spec import DeploymentSpec
 
 
 def describe_progress(spec: DeploymentSpec, progress: Progress) -> str:
@@ -21,11 +23,9 @@ def describe_progress(spec: DeploymentSpec, progress: Progress) -> str:
     others = ", ".join(
         f"{n} {s.lower()}" for s, n in sorted(progress.replicas.items()) if s != "RUNNING"
     )
-    word = (
-        "Deploying"
-        if progress.status in ("DEPLOYING", "PENDING", "NOT_STARTED")
-        else progress.status
-    )
+    from gale_cli.lifecycle import STATUS_WORDS
+
+    word = STATUS_WORDS.get(progress.status, "Deploying")
     line = (
         f"{word}: {running} replica(s) running (min {spec.min_replicas}, max {spec.max_replicas})"
     )
@@ -53,6 +53,8 @@ def wait_until_deployed(
 
 def wait_for_key(url: str, key: str, timeout: float = 15) -> None:
     """A new key reaches replicas in place within seconds: wait until it opens the endpoint."""
+    import httpx
+
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=5, trust_env=False) as http:
         while time.monotonic() < deadline:
