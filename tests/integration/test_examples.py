@@ -1,0 +1,52 @@
+"""The client examples run against a real deployment and get a real answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Deployed
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+pytestmark = pytest.mark.cluster
+
+
+def example_env(bundled_model: Deployed) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GALE_ENDPOINT": bundled_model.base_url,
+        "GALE_API_KEY": bundled_model.key,
+    }
+
+
+def test_openai_example_streams_the_answer(bundled_model: Deployed) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "openai_chat.py"), "What is the capital of France?"],
+        env=example_env(bundled_model),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Paris" in done.stdout
+    assert bundled_model.key not in done.stdout + done.stderr
+
+
+def test_curl_example_gets_a_chat_completion(bundled_model: Deployed) -> None:
+    done = subprocess.run(
+        ["bash", str(EXAMPLES / "curl_chat.sh"), "What is the capital of France?"],
+        env=example_env(bundled_model),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["object"] == "chat.completion"
+    assert "Paris" in reply["choices"][0]["message"]["content"]
