@@ -54,9 +54,7 @@ def list_keys(name: Name, json_out: flag.Json = False) -> None:
     if json_out:
         output.print_json(rows)
     else:
-        output.table(
-            ["Key id", "Name", "Prefix"], ((r["id"], r["name"], r["prefix"] + "…") for r in rows)
-        )
+        output.table(["Key id", "Name", "Prefix"], ((k.id, k.name, k.prefix + "…") for k in keys))
 
 
 @keys_app.command("revoke")
