@@ -63,14 +63,17 @@ def run_demo(timeout: float = 600) -> str:
     output.message(f"\nQ: {QUESTION}\nA: {answer.strip()}\n")
     output.message(f"Endpoint (OpenAI-compatible): {url}")
     output.message(f"API key for it (shown once): {key}")
-    output.message(
-        "\nNext:\n"
-        f"  .venv/bin/gale chat {NAME}              chat with it, streaming\n"
-        f"  .venv/bin/gale describe {NAME}          every parameter, keys, history\n"
-        f"  .venv/bin/gale redeploy {NAME} --temperature 0.7 --yes   change it in place\n"
-        "  .venv/bin/gale deploy                   the wizard, for a deployment of your own\n"
-        f"  .venv/bin/gale undeploy {NAME}          free it; `gale cluster down` stops Ray\n"
-    )
+    steps = [
+        (f"gale chat {NAME}", "chat with it, streaming"),
+        (f"gale describe {NAME}", "every parameter, its keys, its history"),
+        (f"gale redeploy {NAME} --temperature 0.7 --yes", "change it in place"),
+        ("gale deploy", "the wizard, for a deployment of your own"),
+        (f"gale undeploy {NAME}", "free it (`gale cluster down` stops Ray)"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    output.message("\nNext (gale is .venv/bin/gale):")
+    for command, what in steps:
+        output.message(f"  {command.ljust(width)}  {what}")
     return answer
 
 
