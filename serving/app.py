@@ -39,6 +39,7 @@ class AppArgs(BaseModel):
     hardware: str
     engine: Literal["auto", "transformers", "vllm"] = "auto"
     trust_remote_code: bool = False
+    max_num_seqs: int | None = None  # set for engines that size their batch at start (vLLM)
 
     @field_validator("model")
     @classmethod
@@ -61,7 +62,12 @@ class GaleModel:
 
     # Serve awaits an async constructor (the ingress wrapper's own __init__ is async).
     async def __init__(  # type: ignore[misc]
-        self, model: str, hardware: str, engine: str = "auto", trust_remote_code: bool = False
+        self,
+        model: str,
+        hardware: str,
+        engine: str = "auto",
+        trust_remote_code: bool = False,
+        max_num_seqs: int | None = None,
     ) -> None:
         from serving.api import ServingState
         from serving.engines.base import load_engine
@@ -70,7 +76,12 @@ class GaleModel:
         # Off the replica's event loop: loading takes seconds to minutes, and the
         # actor should keep answering the controller meanwhile.
         self.engine: Engine = await asyncio.to_thread(
-            load_engine, model, hardware, trust_remote_code, engine=engine
+            load_engine,
+            model,
+            hardware,
+            trust_remote_code,
+            batch_size=max_num_seqs or 8,
+            engine=engine,
         )
         # Filled in by reconfigure(), which Serve calls before the replica takes traffic.
         self.state: ServingState = ServingState(None, self.engine)
@@ -108,5 +119,9 @@ def build_app(args: dict[str, Any]) -> Application:
     parsed = AppArgs.model_validate(args)
     # serve.deployment turns the class into a Deployment; mypy still sees the class.
     return GaleModel.bind(  # type: ignore[attr-defined]
-        parsed.model, parsed.hardware, parsed.engine, parsed.trust_remote_code
+        parsed.model,
+        parsed.hardware,
+        parsed.engine,
+        parsed.trust_remote_code,
+        parsed.max_num_seqs,
     )

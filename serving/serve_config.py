@@ -48,7 +48,7 @@ def to_serve_application(
         "name": spec.name,
         "route_prefix": route_prefix(spec.name),
         "import_path": IMPORT_PATH,
-        "args": {field: getattr(spec, field) for field in ARGS_FIELDS},
+        "args": engine_args(spec),
         "deployments": [
             {
                 "name": DEPLOYMENT_NAME,
@@ -83,6 +83,15 @@ def to_serve_application(
     }
 
 
+def engine_args(spec: DeploymentSpec) -> dict[str, Any]:
+    """The `args`: what the engine is started with. vLLM sizes its batch at start-up
+    (`max_num_seqs`), so for it the batch size is here too and a change replaces replicas."""
+    args = {field: getattr(spec, field) for field in ARGS_FIELDS}
+    if spec.effective_engine == "vllm":
+        args["max_num_seqs"] = spec.batch_size
+    return args
+
+
 def from_serve_application(app: dict[str, Any]) -> tuple[DeploymentSpec, list[KeyRecord]]:
     """Rebuild the spec and key records from an application config `to_serve_application` made."""
     deployment = app["deployments"][0]
@@ -91,7 +100,7 @@ def from_serve_application(app: dict[str, Any]) -> tuple[DeploymentSpec, list[Ke
     spec = DeploymentSpec.model_validate(
         {
             "name": app["name"],
-            **app["args"],
+            **{field: app["args"][field] for field in ARGS_FIELDS},
             **{field: user_config[field] for field in GENERAL_FIELDS},
             **user_config["parameters"],
             "min_replicas": scaling["min_replicas"],
@@ -111,8 +120,7 @@ def is_gale_application(app: dict[str, Any]) -> bool:
 
 def change_kind(old: DeploymentSpec, new: DeploymentSpec) -> str:
     """'in-place' when only user_config/autoscaling change, else 'rolling'."""
-    restart = any(getattr(old, f) != getattr(new, f) for f in ARGS_FIELDS)
-    return "rolling" if restart else "in-place"
+    return "rolling" if engine_args(old) != engine_args(new) else "in-place"
 
 
 def replicas_per_hour_cost(spec: DeploymentSpec) -> tuple[float, float]:

@@ -154,6 +154,13 @@ class DeploymentSpec(BaseModel):
         return parse_model_ref(self.model)
 
     @property
+    def effective_engine(self) -> Literal["transformers", "vllm"]:
+        """The engine replicas run: `auto` is vLLM on GPU profiles, transformers on CPU ones."""
+        if self.engine != "auto":
+            return self.engine
+        return "vllm" if self.profile.is_gpu else "transformers"
+
+    @property
     def profile(self) -> catalog.HardwareProfile:
         """The hardware profile this spec names."""
         return catalog.hardware()[self.hardware]

@@ -30,6 +30,7 @@ FULL = DeploymentSpec(
     scale_up_delay=15,
     scale_down_delay=300,
     hardware="a10-single",
+    engine="transformers",
 )
 
 
@@ -103,6 +104,23 @@ def test_key_hashes_reach_user_config_but_never_the_key() -> None:
 )
 def test_change_kind(change: dict, kind: str) -> None:
     assert change_kind(FULL, FULL.model_copy(update=change)) == kind
+
+
+def test_auto_engine_is_vllm_on_gpus_and_transformers_on_cpu() -> None:
+    assert FULL.model_copy(update={"engine": "auto"}).effective_engine == "vllm"
+    cpu = DeploymentSpec(name="c", model="smollm2-135m-instruct", hardware="cpu")
+    assert cpu.effective_engine == "transformers"
+    assert cpu.model_copy(update={"engine": "vllm"}).effective_engine == "vllm"
+
+
+def test_vllm_sizes_its_batch_at_start_so_a_batch_change_replaces_replicas() -> None:
+    vllm = FULL.model_copy(update={"engine": "vllm"})
+    assert to_serve_application(vllm)["args"]["max_num_seqs"] == 16
+    assert "max_num_seqs" not in to_serve_application(FULL)["args"]
+    assert change_kind(vllm, vllm.model_copy(update={"batch_size": 32})) == "rolling"
+    assert change_kind(vllm, vllm.model_copy(update={"temperature": 0.9})) == "in-place"
+    rebuilt, _ = from_serve_application(to_serve_application(vllm))
+    assert rebuilt == vllm
 
 
 def test_cost_at_min_and_max_replicas() -> None:
