@@ -11,166 +11,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
-from pydantic import StrictFloat as Float
-from pydantic import StrictInt as Int
 from starlette.exceptions import HTTPException
 
 from serving.engines.base import Chunk, Engine, EngineError, SamplingParams
-from serving.keys import KeyRecord, match_key
+from serving.keys import match_key
+from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
+from serving.state import ServingState
 
 MAX_BODY_BYTES = 1024 * 1024
-_M = TypeVar("_M", bound=BaseModel)
 UNAUTHORIZED = "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."
-
-
-class APIError(Exception):
-    """An error to answer in OpenAI's shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        type: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.type = (
-            status,
-            message,
-            param,
-            code,
-            type,
-        )
-
-    def body(self) -> dict[str, Any]:
-        """The OpenAI error envelope."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-
-class Parameters(BaseModel):
-    """Sampling defaults and limits of a deployment (the spec's parameters step)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    temperature: float = Field(default=0.7, ge=0, le=2)
-    max_length: int = Field(default=256, ge=1)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    top_k: int = Field(default=50, ge=1)
-    stop: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, max_length=4)
-    batch_size: int = Field(default=8, ge=1)
-
-
-class ServingState:
-    """What a replica may change in place: general details, defaults, batch size, key hashes."""
-
-    def __init__(
-        self, user_config: Mapping[str, Any] | None = None, engine: Engine | None = None
-    ) -> None:
-        self.engine = engine
-        self.name = "model"
-        self.description = ""
-        self.tags: list[str] = []
-        self.parameters = Parameters()
-        self.keys: tuple[KeyRecord, ...] = ()
-        self.update(user_config or {})
-
-    def update(self, user_config: Mapping[str, Any]) -> None:
-        """Apply a new user_config; nothing changes if any part of it is invalid."""
-        parameters = Parameters.model_validate(user_config.get("parameters", {}))
-        keys = tuple(KeyRecord.model_validate(row) for row in user_config.get("api_keys", []))
-        self.name = str(user_config.get("name", self.name))
-        self.description = str(user_config.get("description", ""))
-        self.tags = list(user_config.get("tags", []))
-        self.parameters, self.keys = parameters, keys
-        if self.engine is not None:
-            self.engine.set_batch_size(parameters.batch_size)
-
-
-class _TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[_TextPart]
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _text_only(cls, value: object) -> object:
-        parts_ok = isinstance(value, list) and all(
-            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-            for p in value
-        )
-        if not isinstance(value, str) and not parts_ok:
-            raise ValueError('must be a string or a list of {"type": "text", "text": "..."} parts')
-        return value
-
-    def as_template_input(self) -> dict[str, str]:
-        """The message as a chat template takes it: text content, known roles."""
-        text = (
-            self.content
-            if isinstance(self.content, str)
-            else "".join(part.text for part in self.content)
-        )
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
-
-
-class _StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    include_usage: StrictBool = False
-
-
-class _Body(BaseModel):
-    # OpenAI clients send extras (user, seed, logprobs...): ignore what we do not use.
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = None
-    temperature: Float | None = Field(default=None, ge=0, le=2)
-    top_p: Float | None = Field(default=None, gt=0, le=1)
-    top_k: Int | None = Field(default=None, ge=1)
-    max_tokens: Int | None = Field(default=None, ge=1)
-    n: Int | None = None
-    stop: str | list[str] | None = None
-    stream: StrictBool = False
-    stream_options: _StreamOptions | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences")
-        if any(not stop for stop in stops):
-            raise ValueError("stop sequences must not be empty")
-        return value
-
-
-class _ChatBody(_Body):
-    messages: list[_Message] = Field(min_length=1)
-    max_completion_tokens: Int | None = Field(default=None, ge=1)
-
-
-class _CompletionBody(_Body):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
 
 
 def build_api(engine: Engine, state: ServingState) -> FastAPI:
@@ -211,7 +66,7 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         _authorize(request, state)
-        body = _parse(_ChatBody, await _read_body(request))
+        body = parse(ChatBody, await _read_body(request))
         tokens = body.max_completion_tokens or body.max_tokens
         try:
             prompt = engine.encode_chat([m.as_template_input() for m in body.messages])
@@ -222,7 +77,7 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         _authorize(request, state)
-        body = _parse(_CompletionBody, await _read_body(request))
+        body = parse(CompletionBody, await _read_body(request))
         text = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         prompt = engine.encode_text(text)
         return await _answer(engine, state, body, prompt, body.max_tokens, "prompt", chat=False)
@@ -251,35 +106,9 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _parse(model: type[_M], raw: bytes) -> _M:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise APIError(400, f"the body is not valid JSON: {error}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "the body must be a JSON object")
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        # Union members add type tags ("str", "list[...]") to the location: drop them.
-        where = ".".join(str(part) for part in first["loc"] if _is_field(part))
-        message = first["msg"].removeprefix("Value error, ")
-        raise APIError(
-            400, f"{where}: {message}" if where else message, param=where or None
-        ) from None
-
-
-def _is_field(part: str | int) -> bool:
-    return isinstance(part, int) or (part.isidentifier() and part not in _TYPE_TAGS)
-
-
-_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict"}
-
-
 def _sampling(
     state: ServingState,
-    body: _Body,
+    body: Body,
     max_tokens: int | None,
     prompt_len: int,
     context: int,
@@ -320,7 +149,7 @@ def _sampling(
 async def _answer(
     engine: Engine,
     state: ServingState,
-    body: _Body,
+    body: Body,
     prompt: list[int],
     max_tokens: int | None,
     prompt_param: str,

@@ -1,0 +1,52 @@
+"""What a replica may change in place: general details, sampling defaults, batch size, keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ConfigDict, create_model
+
+from serving.keys import KeyRecord
+from serving.serve_config import SAMPLING_FIELDS
+from serving.spec import DeploymentSpec
+
+if TYPE_CHECKING:
+    from serving.engines.base import Engine
+
+# The spec's own field rules (bounds, defaults), so the server never drifts from the CLI.
+Parameters = create_model(  # type: ignore[call-overload]
+    "Parameters",
+    __config__=ConfigDict(extra="ignore"),
+    __doc__="Sampling defaults and limits of a deployment (the spec's parameters step).",
+    **{
+        field: (DeploymentSpec.model_fields[field].annotation, DeploymentSpec.model_fields[field])
+        for field in SAMPLING_FIELDS
+    },
+)
+
+
+class ServingState:
+    """What a replica may change in place: general details, defaults, batch size, key hashes."""
+
+    def __init__(
+        self, user_config: Mapping[str, Any] | None = None, engine: Engine | None = None
+    ) -> None:
+        self.engine = engine
+        self.name = "model"
+        self.description = ""
+        self.tags: list[str] = []
+        self.parameters = Parameters()
+        self.keys: tuple[KeyRecord, ...] = ()
+        self.update(user_config or {})
+
+    def update(self, user_config: Mapping[str, Any]) -> None:
+        """Apply a new user_config; nothing changes if any part of it is invalid."""
+        parameters = Parameters.model_validate(user_config.get("parameters", {}))
+        keys = tuple(KeyRecord.model_validate(row) for row in user_config.get("api_keys", []))
+        self.name = str(user_config.get("name", self.name))
+        self.description = str(user_config.get("description", ""))
+        self.tags = list(user_config.get("tags", []))
+        self.parameters, self.keys = parameters, keys
+        if self.engine is not None:
+            self.engine.set_batch_size(parameters.batch_size)
