@@ -1,0 +1,32 @@
+"""`python -m bench [--quick]`: the whole benchmark; writes docs/benchmarks.{json,md,png}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench import report, suite
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite and write the results beside the docs."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter loads, fewer runs")
+    parser.add_argument("--engine", default="auto", help="auto, transformers or vllm")
+    parser.add_argument("--out", type=Path, default=report.DOCS, help="folder for the results")
+    args = parser.parse_args(argv)
+    results = suite.run(quick=args.quick, engine=args.engine)
+    rows = report.figures(results)
+    results["figures"] = rows
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    drawn = report.plot(results, args.out / "benchmarks.png")
+    text = report.markdown(results, rows, "benchmarks.png" if drawn else None)
+    (args.out / "benchmarks.md").write_text(text)
+    print(text)
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
