@@ -43,3 +43,20 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+.PHONY: bench bench-serving reliability
+
+# Serving throughput: endpoint vs in-process at concurrency 1 and 8, batch size 1 and 8.
+# Starts (and stops) its own local Ray head; writes bench-results/serving.json.
+bench-serving: install
+	$(BIN)/python -m bench.serving
+
+# Every benchmark figure beside its reference; writes docs/benchmarks.{json,md,png}.
+# `$(BIN)/python -m bench --quick` is the short run.
+bench: install
+	$(BIN)/python -m bench
+
+# The reliability suite in full (longer loads, more examples, fault scenarios);
+# `make test` runs its short form.
+reliability: install
+	GALE_RELIABILITY=full $(BIN)/python -m pytest tests/reliability
