@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -34,6 +38,10 @@ _TEST_HOME: str | None = None
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
 DEPLOY_TIMEOUT_S = 600
+# The session head declares logical GPUs, so GPU profiles are placed for real on this machine.
+HEAD_GPUS, HEAD_ACCELERATOR = 4, "A10G"
+GALE = Path(sys.executable).parent / "gale"
+T = TypeVar("T")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,6 +51,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["GALE_HOME"] = _TEST_HOME
     for name in _CLEARED:
         os.environ.pop(name, None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run tests that restart the cluster last: every other cluster test keeps its fixtures."""
+    items.sort(key=lambda item: item.get_closest_marker("restarts_cluster") is not None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -68,7 +81,7 @@ def ray_cluster() -> Iterator[ServeClient]:
         )
     started = time.monotonic()
     try:
-        start_local_head(config=config)
+        start_local_head(HEAD_GPUS, HEAD_ACCELERATOR, config=config)
         print(f"\nlocal Ray head up in {time.monotonic() - started:.1f}s")
         with ServeClient(ClusterConfig.from_env(), timeout=120) as client:
             yield client
@@ -111,3 +124,52 @@ def bundled_model(ray_cluster: ServeClient) -> Deployed:
     print(f"\n{spec.name}: PUT → RUNNING in {time.monotonic() - started:.1f}s")
     base_url = ray_cluster.config.serve_url + f"/{spec.name}/v1"
     return Deployed(spec, key, record, base_url, ray_cluster)
+
+
+def gale(
+    *args: str, env: dict[str, str] | None = None, timeout: float = DEPLOY_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `gale` CLI as a script would: no terminal, the session's environment."""
+    return subprocess.run(
+        [str(GALE), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def eventually(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll `check` until it returns a truthy value, with a deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def delete_after(ray_cluster: ServeClient) -> Iterator[Callable[..., str]]:
+    """Register deployment names; each is deleted after the test.
+
+    With `wait_removed` (the default) the teardown also waits until the cluster has
+    let go of it, so the next test finds the resources free. A replica that was never
+    placed holds nothing, and Serve stops it only after the graceful-shutdown
+    timeout (60 s): pass `wait_removed=False` for those.
+    """
+    names: list[tuple[str, bool]] = []
+
+    def register(name: str, *, wait_removed: bool = True) -> str:
+        names.append((name, wait_removed))
+        return name
+
+    yield register
+    for name, wait_removed in names:
+        gale("delete", name, "--yes", timeout=120)
+        if wait_removed:
+            ray_cluster.wait_for_removal(name, 120, poll_interval=0.2)
