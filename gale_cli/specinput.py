@@ -81,3 +81,13 @@ def validate(values: dict[str, Any]) -> DeploymentSpec:
         return DeploymentSpec.model_validate(values)
     except ValidationError as exc:
         raise InvalidSpec(problems_of(exc)) from None
+
+
+def check_model_path(spec: DeploymentSpec, cluster_is_local: bool) -> None:
+    """On a local cluster, a model path must exist here; a remote one checks its own disks."""
+    ref = spec.model_ref
+    if ref.kind == "path" and cluster_is_local and not Path(ref.value).exists():
+        raise InvalidSpec(
+            [("model (--model)", f"{ref.value} does not exist on this machine")],
+            hint="give the absolute path of a model folder (safetensors) or a .gguf file",
+        )

@@ -96,8 +96,10 @@ def submit(spec: DeploymentSpec, *, json_out: bool, wait: bool, timeout: float) 
     from gale_cli import lifecycle
     from gale_cli.commands.waiting import wait_until_deployed
     from gale_cli.session import open_session
+    from gale_cli.specinput import check_model_path
 
     session = open_session(start_local=True)
+    check_model_path(spec, session.config.is_local)
     try:
         key = lifecycle.deploy(session.client, session.state, spec)
         result = {

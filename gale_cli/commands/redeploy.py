@@ -61,7 +61,7 @@ def redeploy(
     from gale_cli.commands.deploy import ask
     from gale_cli.commands.waiting import wait_until_deployed
     from gale_cli.session import open_session
-    from gale_cli.specinput import load_spec_file, merge, validate
+    from gale_cli.specinput import check_model_path, load_spec_file, merge, validate
     from serving.fit import check_fit
 
     changes = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
@@ -72,6 +72,7 @@ def redeploy(
         interactive = output.is_interactive(no_input) and not json_out
         asked = not changes and interactive
         spec = ask(values) if asked else validate(values)
+        check_model_path(spec, session.config.is_local)
         change = lifecycle.plan_redeploy(session.client, session.state, deployment, spec)
         verdict = check_fit(spec)
         if verdict.fits is False and not force:

@@ -214,3 +214,14 @@ def test_help_does_not_import_ray_torch_or_transformers() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_missing_local_model_path_is_refused_before_submitting(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An unreachable address that still counts as local: the check must come first.
+    monkeypatch.setenv("GALE_RAY_ADDRESS", "http://127.0.0.1:9")
+    argv = ["deploy", "--no-input", "--accept-terms", "--name", "local", "--hardware", "cpu"]
+    code, out, err = run(capsys, *argv, "--model", str(tmp_path / "missing.gguf"))
+    assert code == 2 and out == ""
+    assert "missing.gguf does not exist on this machine" in err
