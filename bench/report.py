@@ -254,7 +254,8 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], png: str | Non
         "",
         "How: `make bench` (`python -m bench`, `--quick` for a shorter run) starts a local Ray "
         "head in a throwaway GALE_HOME, deploys with `gale deploy`, and drives bounded "
-        "closed-loop clients on loopback; see `bench/`. Figures on a shared or busy machine are "
+        "closed-loop clients on loopback; see `bench/`. The in-process reference runs with the "
+        "replica's thread count and at Ray's worker niceness (15). Figures on a shared or busy machine are "
         "noisy: compare ratios, which are measured in alternating rounds.",
         "",
     ]
