@@ -37,6 +37,8 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
     app.add_exception_handler(APIError, _error_response)
     app.add_exception_handler(HTTPException, _error_response)
     app.add_exception_handler(RequestValidationError, _error_response)
+    # Anything unforeseen still answers in the envelope (as a 500), never as plain text.
+    app.add_exception_handler(Exception, _error_response)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -115,6 +117,8 @@ def _sampling(
     prompt_param: str,
 ) -> SamplingParams:
     defaults = state.parameters
+    if prompt_len == 0:
+        raise APIError(400, f"the {prompt_param} is empty", param=prompt_param)
     if body.n not in (None, 1):
         raise APIError(400, "only n=1 is supported", param="n")
     if max_tokens is not None and max_tokens > defaults.max_length:

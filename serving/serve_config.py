@@ -62,6 +62,9 @@ def to_serve_application(
                     "downscale_delay_s": spec.scale_down_delay,
                     # A replica is busy when it holds a full batch.
                     "target_ongoing_requests": batch,
+                    # React to load within seconds: Serve's defaults average over 30 s.
+                    "metrics_interval_s": 2,
+                    "look_back_period_s": 10,
                 },
                 # Room for one batch running and the next one filling.
                 "max_ongoing_requests": 2 * batch,

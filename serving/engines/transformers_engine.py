@@ -35,7 +35,11 @@ if TYPE_CHECKING:
     from serving.catalog import HardwareProfile
     from serving.model_source import ModelSource
 
+# How long a batch waits for company after its first request. Requests sent together
+# reach a replica spread over tens of milliseconds (proxy, router), so once traffic
+# has been concurrent the window widens; a lone caller keeps the short one.
 BATCH_WINDOW_S = 0.01
+BUSY_BATCH_WINDOW_S = 0.05
 
 
 @dataclass(eq=False)
@@ -234,9 +238,11 @@ class TransformersEngine(Engine):
 
     async def _run(self, pending: asyncio.Queue[_Request]) -> None:
         loop = asyncio.get_running_loop()
+        last_size = 1
         while not self._closed:
             batch = [await pending.get()]
-            deadline = loop.time() + BATCH_WINDOW_S
+            window = BUSY_BATCH_WINDOW_S if last_size > 1 or not pending.empty() else BATCH_WINDOW_S
+            deadline = loop.time() + window
             while len(batch) < self._batch_size:
                 if not pending.empty():
                     batch.append(pending.get_nowait())
@@ -252,6 +258,7 @@ class TransformersEngine(Engine):
             if not batch:
                 continue
             self.batch_counts[len(batch)] += 1
+            last_size = len(batch)
             try:
                 await loop.run_in_executor(self._executor, self._generate, batch)
             except Exception as error:  # fail this batch, keep serving the next ones

@@ -285,6 +285,7 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
     ),
     ("n other than 1", CHAT, {"messages": HELLO, "n": 2}, 400, "n"),
     ("empty stop string", CHAT, {"messages": HELLO, "stop": ""}, 400, "stop"),
+    ("empty completions prompt", COMPLETIONS, {"prompt": ""}, 400, "prompt"),
     ("unknown model", CHAT, {"messages": HELLO, "model": "gpt-4"}, 404, "model_not_found"),
     (
         "oversized body",
