@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from serving.catalog import HardwareProfile
@@ -116,6 +116,35 @@ class Engine(ABC):
         return Completion(
             "".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens
         )
+
+
+class HFTokenizerEngine(Engine):
+    """An engine that tokenizes with a Hugging Face tokenizer (both engines do)."""
+
+    tokenizer: Any
+    _closed: bool = False
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation in the model's chat template, ready for the reply."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise EngineError(f"{self.model_id} has no chat template; use /v1/completions")
+        text = self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_text(self, prompt: str) -> list[int]:
+        """Token ids of a plain-text prompt."""
+        return list(self.tokenizer(prompt)["input_ids"])
+
+    def check_request(self, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        """Refuse what no engine can run: a closed engine, an empty or oversized prompt."""
+        if self._closed:
+            raise EngineError("the engine is closed")
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        if len(prompt_ids) + params.max_tokens > self.context_length:
+            raise ValueError(f"prompt plus max_tokens exceeds {self.context_length} tokens")
 
 
 def load_engine(

@@ -22,9 +22,9 @@ import torch
 
 from serving.engines.base import (
     Chunk,
-    Engine,
     EngineError,
     FinishReason,
+    HFTokenizerEngine,
     ModelLoadError,
     SamplingParams,
 )
@@ -88,7 +88,7 @@ class _Row:
         return True
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(HFTokenizerEngine):
     """An engine on a transformers causal LM, batching concurrent callers statically."""
 
     def __init__(
@@ -181,29 +181,11 @@ class TransformersEngine(Engine):
             raise ValueError("batch size must be at least 1")
         self._batch_size = int(size)
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation in the model's chat template, ready for the reply."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise EngineError(f"{self.model_id} has no chat template; use /v1/completions")
-        text = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode_text(self, prompt: str) -> list[int]:
-        """Token ids of a plain-text prompt."""
-        return list(self.tokenizer(prompt)["input_ids"])
-
     async def stream(
         self, prompt_ids: Sequence[int], params: SamplingParams
     ) -> AsyncIterator[Chunk]:
         """Queue the request for the next batch and yield its text as it is produced."""
-        if self._closed:
-            raise EngineError("the engine is closed")
-        if not prompt_ids:
-            raise ValueError("the prompt is empty")
-        if len(prompt_ids) + params.max_tokens > self.context_length:
-            raise ValueError(f"prompt plus max_tokens exceeds {self.context_length} tokens")
+        self.check_request(prompt_ids, params)
         request = _Request(list(prompt_ids), params, asyncio.get_running_loop())
         self._submit(request)
         try:

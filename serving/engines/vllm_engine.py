@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from serving.engines.base import (
     Chunk,
-    Engine,
     EngineError,
     FinishReason,
+    HFTokenizerEngine,
     ModelLoadError,
     SamplingParams,
 )
@@ -185,7 +185,7 @@ class _LoopThread:
             self.loop.close()
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(HFTokenizerEngine):
     """An engine on vLLM's `AsyncLLM`, which batches running requests continuously."""
 
     def __init__(
@@ -322,29 +322,11 @@ class VLLMEngine(Engine):
         if not self._loop.loop.is_closed():
             self._loop.loop.call_soon_threadsafe(self._slots.set_limit, int(size))
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation in the model's chat template, ready for the reply."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise EngineError(f"{self.model_id} has no chat template; use /v1/completions")
-        text = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode_text(self, prompt: str) -> list[int]:
-        """Token ids of a plain-text prompt."""
-        return list(self.tokenizer(prompt)["input_ids"])
-
     async def stream(
         self, prompt_ids: Sequence[int], params: SamplingParams
     ) -> AsyncIterator[Chunk]:
         """Hand the request to vLLM and yield its text as vLLM produces it."""
-        if self._closed:
-            raise EngineError("the engine is closed")
-        if not prompt_ids:
-            raise ValueError("the prompt is empty")
-        if len(prompt_ids) + params.max_tokens > self.context_length:
-            raise ValueError(f"prompt plus max_tokens exceeds {self.context_length} tokens")
+        self.check_request(prompt_ids, params)
         caller = asyncio.get_running_loop()
         queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
 

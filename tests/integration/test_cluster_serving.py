@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import openai
@@ -14,10 +12,9 @@ import pytest
 from gale_cli.cluster import ClusterConfig, ServeClient
 from gale_cli.errors import AuthError
 from serving.keys import generate_key
-from tests.conftest import Deployed
+from tests.conftest import Deployed, eventually
 
 pytestmark = pytest.mark.cluster
-T = TypeVar("T")
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 FOREIGN = {
     "name": "foreign",
@@ -26,18 +23,6 @@ FOREIGN = {
     # The replica imports the test module from this checkout, not an installed package.
     "runtime_env": {"env_vars": {"PYTHONPATH": str(Path(__file__).parents[2])}},
 }
-
-
-def eventually(check: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll `check` until it returns a truthy value, with a deadline (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.05)
 
 
 def sdk(deployed: Deployed, key: str | None = None) -> openai.OpenAI:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +21,6 @@ from serving.api import ServingState, build_api
 from serving.engines.base import Engine, load_engine
 from serving.keys import KeyRecord, generate_key
 
-T = TypeVar("T")
 FULL = os.environ.get("GALE_RELIABILITY") == "full"
 full_only = pytest.mark.skipif(not FULL, reason="full form only: make reliability")
 BUNDLED = "smollm2-135m-instruct"
@@ -33,18 +31,6 @@ FUZZ_MAX_LENGTH = 4
 def scaled(short: float, full: float) -> float:
     """A size or duration for the short or the full form."""
     return full if FULL else short
-
-
-def eventually(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll `check` until it returns something truthy, with a deadline (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(interval)
 
 
 def assert_envelope(response: httpx.Response) -> dict[str, Any]:

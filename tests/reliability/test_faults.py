@@ -27,8 +27,8 @@ import pytest
 from bench.load import BackgroundLoad, Target
 from gale_cli.cluster import ServeClient
 from serving.serve_config import to_serve_application
-from tests.conftest import Deployed
-from tests.reliability.conftest import eventually, full_only
+from tests.conftest import Deployed, eventually
+from tests.reliability.conftest import full_only
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model, full_only]
 GALE = str(Path(sys.executable).parent / "gale")

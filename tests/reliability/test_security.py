@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from serving.keys import SHOWN_PREFIX_LENGTH, generate_key, hash_key
-from tests.conftest import Deployed
-from tests.reliability.conftest import FULL, eventually
+from tests.conftest import Deployed, eventually
+from tests.reliability.conftest import FULL
 
 GALE = str(Path(sys.executable).parent / "gale")
 RAY_LOGS = Path("/tmp/ray/session_latest/logs")
