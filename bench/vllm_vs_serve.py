@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from bench.load import MAX_TOKENS, PROMPTS  # prompts that run past MAX_TOKENS (no ignore_eos)
 from gale_cli.cluster import (
     ClusterConfig,
     ServeClient,
@@ -47,23 +48,10 @@ from serving.spec import DeploymentSpec
 
 MODEL = "smollm2-135m-instruct"
 CONCURRENCY = (1, 8, 32, 64)
-MAX_TOKENS = 48
 MAX_NUM_SEQS = 64
 KV_CACHE_GB = 1.5  # what gale's `cpu` profile gives vLLM for the bundled model
 VLLM_PORT = 8100
 START_TIMEOUT_S = 600
-# Prompts whose greedy answers run past 48 tokens, so requests make about the same
-# number of tokens on every server (gale's API has no ignore_eos; neither side gets it).
-PROMPTS = [
-    "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle.",
-    "Explain in detail, step by step, how a steam engine works.",
-    "Write a long essay about the history of the city of Rome.",
-    "Describe in great detail a walk through a forest in autumn.",
-    "Write a detailed guide to growing tomatoes in a small garden.",
-    "Tell a long story about a robot who wants to become a painter.",
-    "Explain in detail how the water cycle works, with examples.",
-    "Write a long letter from a sailor to his family describing a storm at sea.",
-]
 
 
 async def _one(http: httpx.AsyncClient, url: str, model: str, index: int) -> tuple[int, float]:
