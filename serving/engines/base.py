@@ -1,11 +1,11 @@
-"""The engine interface: one shape for batch-at-a-time and async streaming engines.
+"""The engine interface: one shape for every engine, whatever its batching.
 
 An engine tokenizes (`encode_chat`, `encode_text`) and streams completions of
 token ids (`stream`). How requests are batched is the engine's own business:
-the transformers engine collects concurrent callers into static batches, an
-async engine such as vLLM's `AsyncLLM` takes them one by one and batches
-continuously. Either way a caller awaits one stream per request, and leaving
-the stream early (break, `aclose()`, cancellation) frees the request's slot.
+the transformers engine runs its own decoding loop that admits callers between
+steps; vLLM's `AsyncLLM` takes them one by one into its continuous batching.
+Either way a caller awaits one stream per request, and leaving the stream early
+(break, `aclose()`, cancellation) frees the request's slot.
 """
 
 from __future__ import annotations

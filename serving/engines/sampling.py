@@ -31,6 +31,17 @@ class RowSampler:
         picked.top_p = self.top_p[keep]
         return picked
 
+    @staticmethod
+    def join(first: RowSampler, second: RowSampler) -> RowSampler:
+        """The sampler for `first`'s rows followed by `second`'s."""
+        joined = RowSampler.__new__(RowSampler)
+        joined.greedy = torch.cat([first.greedy, second.greedy])
+        joined.all_greedy = first.all_greedy and second.all_greedy
+        joined.temperature = torch.cat([first.temperature, second.temperature])
+        joined.top_k = torch.cat([first.top_k, second.top_k])
+        joined.top_p = torch.cat([first.top_p, second.top_p])
+        return joined
+
     def __call__(
         self, logits: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:

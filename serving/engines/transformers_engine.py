@@ -1,21 +1,23 @@
-"""The Hugging Face transformers engine: static batches of concurrent requests.
+"""The Hugging Face transformers engine: continuous batching of concurrent requests.
 
-Concurrent `stream()` callers wait in an asyncio queue; a runner task takes up to
-`batch_size` of them (waiting a few milliseconds while fewer are there) and runs
-one decoding loop for the batch in a worker thread: a left-padded prefill, then
-one token per step for every row with the KV cache. Each row samples with its own
-settings and leaves the batch when it ends or its caller goes away. Requests that
-arrive meanwhile wait for the next batch.
+Concurrent `stream()` callers join a queue that one worker thread drains. When the
+model is idle the worker waits a few milliseconds for company, then prefills what is
+there (up to `batch_size` requests) and decodes one token per step for every row.
+Between steps it admits requests that arrived meanwhile into free slots, so a request
+never waits for a whole batch to finish (see `running_batch`). Each row samples with
+its own settings and leaves the batch when it ends or its caller goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -23,73 +25,25 @@ import torch
 from serving.engines.base import (
     Chunk,
     EngineError,
-    FinishReason,
     HFTokenizerEngine,
     ModelLoadError,
     SamplingParams,
 )
-from serving.engines.sampling import RowSampler
-from serving.engines.text import IncrementalDecoder, StopScanner
+from serving.engines.running_batch import Request, Row, RunningBatch
+from serving.engines.text import IncrementalDecoder
 
 if TYPE_CHECKING:
     from serving.catalog import HardwareProfile
     from serving.model_source import ModelSource
 
-# How long a batch waits for company after its first request. Requests sent together
-# reach a replica spread over tens of milliseconds (proxy, router), so once traffic
-# has been concurrent the window widens; a lone caller keeps the short one.
+# How long an idle engine waits for company after a first request arrives: requests sent
+# together reach a replica spread over milliseconds, and one prefill for all of them costs
+# less than one each. Requests arriving while a batch runs join it at the next step.
 BATCH_WINDOW_S = 0.01
-BUSY_BATCH_WINDOW_S = 0.05
-
-
-@dataclass(eq=False)
-class _Request:
-    prompt_ids: list[int]
-    params: SamplingParams
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Chunk | BaseException] = field(default_factory=asyncio.Queue)
-    cancelled: bool = False
-
-    def deliver(self, item: Chunk | BaseException) -> None:
-        """Hand an item to the caller's event loop (safe from any thread)."""
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the caller's loop is closed: nobody is listening
-            self.cancelled = True
-
-
-class _Row:
-    """One request's progress inside a running batch."""
-
-    def __init__(self, request: _Request, decoder: IncrementalDecoder, limit: int) -> None:
-        self.request = request
-        self.decoder = decoder
-        self.scanner = StopScanner(request.params.stop)
-        self.limit = limit
-        self.produced = 0
-
-    def step(self, token: int, eos: frozenset[int]) -> bool:
-        """Take one sampled token; send what it completes; return True when the row ends."""
-        self.produced += 1
-        if token in eos:
-            return self._send(self.scanner.flush(), "stop")
-        text, hit = self.scanner.push(self.decoder.push(token))
-        if hit:
-            return self._send(text, "stop")
-        if self.produced >= self.limit:
-            return self._send(text + self.scanner.flush(), "length")
-        if text:
-            self._send(text, None)
-        return False
-
-    def _send(self, text: str, finish: FinishReason | None) -> bool:
-        prompt = len(self.request.prompt_ids)
-        self.request.deliver(Chunk(text, finish, prompt, self.produced))
-        return True
 
 
 class TransformersEngine(HFTokenizerEngine):
-    """An engine on a transformers causal LM, batching concurrent callers statically."""
+    """An engine on a transformers causal LM, batching concurrent callers continuously."""
 
     def __init__(
         self,
@@ -113,14 +67,15 @@ class TransformersEngine(HFTokenizerEngine):
         self._eos = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self._pad = pad if pad is not None else min(self._eos, default=0)
-        # One worker: the model runs one batch at a time. No thread starts until used.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gale-generate")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: asyncio.Queue[_Request] | None = None
-        self._runner: asyncio.Task[None] | None = None
+        # One worker thread runs the model; callers on any event loop hand it requests.
+        self._waiting: deque[Request] = deque()
+        self._wake = threading.Condition()
+        self._worker: threading.Thread | None = None
         self._closed = False
-        self.batch_counts: Counter[int] = Counter()
-        """How many batches of each size have run: what batching achieved under load."""
+        self.admissions: Counter[int] = Counter()
+        """How many prefills admitted each number of requests (into an idle or running batch)."""
+        self.step_rows: Counter[int] = Counter()
+        """How many decode steps ran with each number of rows: what batching achieved."""
         # transformers 5 renamed `past_key_values` to `cache`; accept either generation.
         forward = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
@@ -184,9 +139,9 @@ class TransformersEngine(HFTokenizerEngine):
     async def stream(
         self, prompt_ids: Sequence[int], params: SamplingParams
     ) -> AsyncIterator[Chunk]:
-        """Queue the request for the next batch and yield its text as it is produced."""
+        """Queue the request for the batch and yield its text as it is produced."""
         self.check_request(prompt_ids, params)
-        request = _Request(list(prompt_ids), params, asyncio.get_running_loop())
+        request = Request(list(prompt_ids), params, asyncio.get_running_loop())
         self._submit(request)
         try:
             while True:
@@ -201,120 +156,105 @@ class TransformersEngine(HFTokenizerEngine):
             request.cancelled = True
 
     async def close(self) -> None:
-        """Stop the batch loop, fail waiting requests, and release the worker thread."""
-        self._closed = True
-        if self._runner is not None:
-            self._runner.cancel()
-        while self._pending is not None and not self._pending.empty():
-            self._pending.get_nowait().deliver(EngineError("the engine is closed"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker after its current step and fail every request not finished."""
+        self._stop()
+        atexit.unregister(self._stop_at_exit)
 
-    def _submit(self, request: _Request) -> None:
-        # The runner lives on the caller's loop; a new loop (or a crashed runner) gets a new one.
-        if self._loop is not request.loop or self._runner is None or self._runner.done():
-            self._loop = request.loop
-            self._pending = asyncio.Queue()
-            self._runner = request.loop.create_task(self._run(self._pending))
-        assert self._pending is not None
-        self._pending.put_nowait(request)
+    def _stop(self) -> None:
+        with self._wake:
+            self._closed = True
+            waiting, self._waiting = list(self._waiting), deque()
+            self._wake.notify_all()
+        for request in waiting:
+            request.deliver(EngineError("the engine is closed"))
 
-    async def _run(self, pending: asyncio.Queue[_Request]) -> None:
-        loop = asyncio.get_running_loop()
-        last_size = 1
-        while not self._closed:
-            batch = [await pending.get()]
-            window = BUSY_BATCH_WINDOW_S if last_size > 1 or not pending.empty() else BATCH_WINDOW_S
-            deadline = loop.time() + window
-            while len(batch) < self._batch_size:
-                if not pending.empty():
-                    batch.append(pending.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(pending.get(), remaining))
-                except TimeoutError:
-                    break
-            batch = [request for request in batch if not request.cancelled]
-            if not batch:
-                continue
-            self.batch_counts[len(batch)] += 1
-            last_size = len(batch)
-            try:
-                await loop.run_in_executor(self._executor, self._generate, batch)
-            except Exception as error:  # fail this batch, keep serving the next ones
-                for request in batch:
-                    request.deliver(EngineError(f"generation failed: {error}"))
+    def _stop_at_exit(self) -> None:
+        # A worker thread still inside torch when the interpreter finalizes aborts the
+        # process ("terminate called without an active exception"): end it first.
+        self._stop()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
 
-    def _generate(self, batch: list[_Request]) -> None:
-        with torch.inference_mode():
-            self._decode_loop(batch)
-
-    def _decode_loop(self, batch: list[_Request]) -> None:
-        device = self.model.device
-        rows = [
-            _Row(
-                r,
-                IncrementalDecoder(self._decode),
-                min(r.params.max_tokens, self.context_length - len(r.prompt_ids)),
-            )
-            for r in batch
-        ]
-        width = max(len(r.prompt_ids) for r in batch)
-        ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, request in enumerate(batch):
-            ids[i, width - len(request.prompt_ids) :] = torch.tensor(request.prompt_ids)
-            mask[i, width - len(request.prompt_ids) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache, logits, last = _cache_of(out), out.logits[:, -1, :], positions[:, -1]
-        sampler = RowSampler([r.params for r in batch], device)
-        while True:
-            chosen = sampler(logits)
-            keep = [
-                i
-                for i, (row, token) in enumerate(zip(rows, chosen.tolist(), strict=True))
-                if not row.request.cancelled and not row.step(token, self._eos)
-            ]
-            if not keep:
-                return
+    def _submit(self, request: Request) -> None:
+        with self._wake:
             if self._closed:
-                for i in keep:
-                    rows[i].request.deliver(EngineError("the engine is closed"))
-                return
-            if len(keep) < len(rows):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                rows = [rows[i] for i in keep]
-                mask, last, chosen = mask[index], last[index], chosen[index]
-                sampler = sampler.select(index)
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-            last = last + 1
-            out = self.model(
-                input_ids=chosen.unsqueeze(1),
-                attention_mask=mask,
-                position_ids=last.unsqueeze(1),
-                use_cache=True,
-                **{self._cache_arg: cache},
+                raise EngineError("the engine is closed")
+            self._waiting.append(request)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._work, name="gale-generate", daemon=True
+                )
+                self._worker.start()
+                atexit.register(self._stop_at_exit)
+            self._wake.notify()
+
+    def _take(self, running: int, *, wait: bool) -> list[Request]:
+        """Waiting requests for the slots `running` rows leave free; with `wait`, block for
+        one, then briefly for more. The batch size is read after waiting: it may change."""
+        with self._wake:
+            if wait:
+                while not self._waiting and not self._closed:
+                    self._wake.wait()
+                deadline = time.monotonic() + BATCH_WINDOW_S
+                while len(self._waiting) < self._batch_size - running and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._wake.wait(remaining)
+            taken: list[Request] = []
+            while self._waiting and running + len(taken) < self._batch_size and not self._closed:
+                request = self._waiting.popleft()
+                if not request.cancelled:
+                    taken.append(request)
+            return taken
+
+    def _work(self) -> None:
+        batch = RunningBatch(self.model, cache_arg=self._cache_arg, pad_id=self._pad, eos=self._eos)
+        while not self._closed:
+            idle = not batch
+            if idle or batch.accepts_joins:
+                joining = self._take(len(batch), wait=idle)
+                if joining:
+                    rows = self._rows(joining)
+                    with self._failing_together(batch, rows):
+                        batch.admit(rows)
+            if self._closed:
+                break
+            if batch:
+                self.step_rows[len(batch)] += 1
+                with self._failing_together(batch):
+                    batch.step()
+        closed = EngineError("the engine is closed")
+        for row in batch.rows:
+            row.request.deliver(closed)
+
+    def _rows(self, requests: list[Request]) -> list[Row]:
+        if requests:
+            self.admissions[len(requests)] += 1
+        return [
+            Row(
+                request,
+                IncrementalDecoder(self._decode),
+                min(request.params.max_tokens, self.context_length - len(request.prompt_ids)),
             )
-            cache, logits = _cache_of(out), out.logits[:, -1, :]
+            for request in requests
+        ]
+
+    @staticmethod
+    @contextmanager
+    def _failing_together(batch: RunningBatch, joining: Sequence[Row] = ()) -> Iterator[None]:
+        """Run one model call; if it fails, fail every request it touched and go on serving."""
+        try:
+            with torch.inference_mode():
+                yield
+        except Exception as error:  # reported to each caller; the engine keeps serving
+            failed = EngineError(f"generation failed: {error}")
+            for row in [*batch.rows, *joining]:
+                row.request.deliver(failed)
+            batch.clear()
 
     def _decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
-
-
-def _cache_of(out: Any) -> Any:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

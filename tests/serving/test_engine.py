@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
-from serving.engines.base import Engine, SamplingParams
+from serving.engines.base import Chunk, Engine, SamplingParams
 from serving.engines.transformers_engine import TransformersEngine
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
@@ -34,9 +35,9 @@ async def test_greedy_answer_and_usage(engine: Engine) -> None:
 
 
 def transformers_only(engine: Engine) -> TransformersEngine:
-    """The engine, when it is the transformers one (its static batches can be counted)."""
+    """The engine, when it is the transformers one (its admissions can be counted)."""
     if not isinstance(engine, TransformersEngine):
-        pytest.skip("counts static batches, which only the transformers engine forms")
+        pytest.skip("counts the transformers engine's own admissions and steps")
     return engine
 
 
@@ -48,16 +49,55 @@ async def test_concurrent_batch_matches_each_request_alone(engine: Engine) -> No
     # One batch: four greedy rows of different lengths, plus rows sampling differently.
     sampled = SamplingParams(temperature=1.5, top_k=0, top_p=1.0, max_tokens=8)
     short = SamplingParams(max_tokens=2)
-    before = engine.batch_counts.copy()
+    before = engine.admissions.copy()
     together = await asyncio.gather(
         *(engine.generate(p, greedy) for p in prompts),
         engine.generate(prompts[0], sampled),
         engine.generate(prompts[1], short),
     )
-    assert engine.batch_counts - before == {6: 1}
+    assert engine.admissions - before == {6: 1}
     assert [done.text for done in together[:4]] == alone
     assert together[5].completion_tokens == 2
     assert together[5].finish_reason == "length"
+
+
+async def first_chunk(stream: AsyncIterator[Chunk]) -> Chunk:
+    return await anext(aiter(stream))
+
+
+async def test_request_joins_a_running_batch_and_answers_as_alone(engine: Engine) -> None:
+    """A late request starts at the next step, not after the batch; its cache is stacked right.
+
+    The first request has the longer prompt, so the joiner's cache is padded on the left;
+    the first ends first, so the batch's unused columns are then cut while the joiner runs.
+    """
+    engine = transformers_only(engine)
+    first_params, late_params = SamplingParams(max_tokens=6), SamplingParams(max_tokens=40)
+    first_prompt, late_prompt = chat(engine, QUESTIONS[3]), chat(engine, QUESTIONS[1])
+    assert len(first_prompt) > len(late_prompt)
+    first_alone = (await engine.generate(first_prompt, first_params)).text
+    late_alone = await engine.generate(late_prompt, late_params)
+    assert late_alone.completion_tokens > 12, "the late answer must outlive the first"
+
+    admissions, steps = engine.admissions.copy(), engine.step_rows.copy()
+    first_stream = engine.stream(first_prompt, first_params)
+    opening = await first_chunk(first_stream)
+    first_rest = asyncio.create_task(collect(first_stream))
+    late = await engine.generate(late_prompt, late_params)
+    first_tail, first_done = await first_rest
+
+    assert engine.admissions - admissions == {1: 2}
+    assert (engine.step_rows - steps)[2] > 0, "the two requests never decoded together"
+    assert opening.text + first_tail == first_alone
+    assert first_done.completion_tokens == 6
+    assert late.text == late_alone.text
+    assert late.completion_tokens == late_alone.completion_tokens
+
+
+async def collect(stream: AsyncIterator[Chunk]) -> tuple[str, Chunk]:
+    """The rest of a stream's text and its last chunk."""
+    chunks = [chunk async for chunk in stream]
+    return "".join(c.text for c in chunks), chunks[-1]
 
 
 async def test_stream_yields_pieces_then_finish(engine: Engine) -> None:
@@ -101,13 +141,14 @@ async def test_batch_size_limits_each_batch(engine: Engine) -> None:
     engine.set_batch_size(2)
     try:
         assert engine.batch_size == 2
-        before = engine.batch_counts.copy()
+        before, steps_before = engine.admissions.copy(), engine.step_rows.copy()
         prompts = [chat(engine, q) for q in QUESTIONS]
         done = await asyncio.gather(
             *(engine.generate(p, SamplingParams(max_tokens=3)) for p in prompts)
         )
         assert [d.completion_tokens for d in done] == [3, 3, 3, 3]
-        assert engine.batch_counts - before == {2: 2}
+        assert engine.admissions - before == {2: 2}
+        assert max(engine.step_rows - steps_before) == 2
     finally:
         engine.set_batch_size(8)
     with pytest.raises(ValueError):
