@@ -44,12 +44,17 @@ check: lint typecheck test
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: bench bench-serving reliability
+.PHONY: bench bench-serving bench-vllm reliability
 
 # Serving throughput: endpoint vs in-process at concurrency 1 and 8, batch size 1 and 8.
 # Starts (and stops) its own local Ray head; writes bench-results/serving.json.
 bench-serving: install
 	$(BIN)/python -m bench.serving
+
+# gale's vLLM engine against `vllm serve` (and the transformers engine) at concurrency
+# 1, 8, 32, 64 and staggered arrivals; writes docs/vllm-vs-serve.md. About 8 minutes.
+bench-vllm: install
+	$(BIN)/python -m bench.vllm_vs_serve
 
 # Every benchmark figure beside its reference; writes docs/benchmarks.{json,md,png}.
 # `$(BIN)/python -m bench --quick` is the short run.

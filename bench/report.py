@@ -256,7 +256,8 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], png: str | Non
         "head in a throwaway GALE_HOME, deploys with `gale deploy`, and drives bounded "
         "closed-loop clients on loopback; see `bench/`. The in-process reference runs with the "
         "replica's thread count and at Ray's worker niceness (15). Figures on a shared or busy machine are "
-        "noisy: compare ratios, which are measured in alternating rounds.",
+        "noisy: compare ratios, which are measured in alternating rounds. The vLLM engine "
+        "against `vllm serve`: [vllm-vs-serve.md](vllm-vs-serve.md) (`make bench-vllm`).",
         "",
     ]
     return "\n".join(lines)

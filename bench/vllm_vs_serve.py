@@ -1,6 +1,7 @@
 """gale's endpoint with the vLLM engine against `vllm serve`, on the bundled model.
 
     python -m bench.vllm_vs_serve [--out bench-results/vllm_vs_serve.json] [--quick]
+    (make bench-vllm)
 
 One run, one after the other on the same machine (never both at once): `vllm
 serve` (its API server module) from this environment on 127.0.0.1:8100 on the bundled model's converted
@@ -8,7 +9,8 @@ folder, then a local Ray head with gale's deployment (engine=vllm, then the
 same spec with engine=transformers). Each gets the same closed-loop load at
 concurrency 1, 8, 32 and 64 (greedy, 48 tokens, chat completions) and the same
 staggered arrivals (requests at seeded random times). Both vLLM servers get the
-same max_num_seqs (64) and KV cache. Writes a JSON file and prints a table.
+same max_num_seqs (64) and KV cache. Writes a JSON file and the published page
+docs/vllm-vs-serve.md, and prints the ratios.
 Starts its own Ray head: run it under `flock /tmp/gale-ray.lock`.
 """
 
@@ -234,6 +236,65 @@ def ratios(gale: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+TARGET = 0.9  # gale's vLLM endpoint against `vllm serve`, at every load
+PAGE = Path("docs/vllm-vs-serve.md")
+
+
+def page(result: dict[str, Any], when: str) -> str:
+    """The published page: each load's tokens/s for the three servers, ratios, targets."""
+    loads = [str(c) for c in CONCURRENCY] + ["staggered"]
+
+    def tokens(server: dict[str, Any], load: str) -> float:
+        if load == "staggered":
+            return float(server["staggered"]["tokens_per_s"])
+        level = next(x for x in server["levels"] if str(x["concurrency"]) == load)
+        return float(level["tokens_per_s"])
+
+    over_serve = result["gale_vllm_over_vllm_serve"]
+    over_tf = result["gale_vllm_over_gale_transformers"]
+    lines = [
+        "# gale's vLLM engine against `vllm serve`",
+        "",
+        f"Run {when} with `python -m bench.vllm_vs_serve` on {result['cpus']} cores "
+        f"(load average {result['load_average_before']} before, "
+        f"{result['load_average_after']} after). Bundled model {result['model']}, greedy, "
+        f"{result['max_tokens']} tokens per chat completion, both vLLM servers with "
+        f"max_num_seqs {result['max_num_seqs']} and a {result['kv_cache_gb']} GiB KV cache. "
+        "Closed-loop clients at each concurrency, then a staggered load "
+        f"({result['vllm_serve']['staggered']['requests']} requests at seeded random times "
+        f"over {result['vllm_serve']['staggered']['window_s']} s). The servers run one after "
+        "the other on the same machine, never together.",
+        "",
+        "| load | `vllm serve` tok/s | gale, vLLM engine | gale / `vllm serve` "
+        f"(target ≥ {TARGET}) | gale, transformers engine | vLLM / transformers engine |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for load in loads:
+        ratio = over_serve[load]
+        mark = "yes" if ratio >= TARGET else "**no**"
+        name = f"concurrency {load}" if load != "staggered" else "staggered arrivals"
+        lines.append(
+            f"| {name} | {tokens(result['vllm_serve'], load)} | "
+            f"{tokens(result['gale_vllm'], load)} | {ratio} ({mark}) | "
+            f"{tokens(result['gale_transformers'], load)} | {over_tf[load]} |"
+        )
+    lines += [
+        "",
+        f"Start-up: `vllm serve` {result['vllm_serve']['startup_s']} s to its first answer; "
+        f"gale's vLLM deployment {result['gale_vllm']['startup_s']} s and its transformers "
+        f"deployment {result['gale_transformers']['startup_s']} s from the Serve PUT to "
+        "RUNNING (vLLM's torch.compile cache warm).",
+        "",
+        "What keeps gale close: vLLM's own thread binding as `vllm serve` has it (Ray's "
+        "OMP_NUM_THREADS is kept from the engine), and requests that do not stream get "
+        "their output from vLLM in one piece, as `vllm serve` does, instead of token by "
+        "token across threads. What remains is Ray itself: the Serve proxy, controller and "
+        "the cluster's own processes use the cores vLLM's engine otherwise has to itself.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison once and write the JSON results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -269,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         "gale_vllm_over_gale_transformers": ratios(gale_vllm, gale_transformers),
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
+    PAGE.write_text(page(result, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     print(json.dumps({k: result[k] for k in list(result)[-2:]}, indent=2))
-    print(f"wrote {out}")
+    print(f"wrote {out} and {PAGE}")
     return 0
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from serving.engines.base import (
     Chunk,
+    Completion,
     EngineError,
     FinishReason,
     HFTokenizerEngine,
@@ -264,6 +265,22 @@ class VLLMEngine(HFTokenizerEngine):
         self, prompt_ids: Sequence[int], params: SamplingParams
     ) -> AsyncIterator[Chunk]:
         """Hand the request to vLLM and yield its text as vLLM produces it."""
+        async for chunk in self._run(prompt_ids, params, whole=False):
+            yield chunk
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Completion:
+        """Generate to the end; vLLM hands over only the finished output, as `vllm serve`
+        does for a request that does not stream (no per-token hand-offs between threads)."""
+        last = Chunk("")
+        async for chunk in self._run(prompt_ids, params, whole=True):
+            last = chunk  # one chunk: the finished output
+        if last.finish_reason is None:
+            raise EngineError("the engine ended a stream without a finish reason")
+        return Completion(last.text, last.finish_reason, last.prompt_tokens, last.completion_tokens)
+
+    async def _run(
+        self, prompt_ids: Sequence[int], params: SamplingParams, *, whole: bool
+    ) -> AsyncIterator[Chunk]:
         self.check_request(prompt_ids, params)
         caller = asyncio.get_running_loop()
         queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
@@ -273,7 +290,7 @@ class VLLMEngine(HFTokenizerEngine):
             with contextlib.suppress(RuntimeError):
                 caller.call_soon_threadsafe(queue.put_nowait, item)
 
-        producer = self._loop.submit(self._produce(list(prompt_ids), params, deliver))
+        producer = self._loop.submit(self._produce(list(prompt_ids), params, deliver, whole))
         try:
             while True:
                 item = await queue.get()
@@ -303,8 +320,11 @@ class VLLMEngine(HFTokenizerEngine):
         # Dropped here, so its __del__ (a second shutdown) runs now, not at interpreter exit.
         self.llm = None
 
-    async def _produce(self, prompt_ids: list[int], params: SamplingParams, deliver: Any) -> None:
-        """On the engine's loop: wait for a slot, run the request, deliver its chunks."""
+    async def _produce(
+        self, prompt_ids: list[int], params: SamplingParams, deliver: Any, whole: bool
+    ) -> None:
+        """On the engine's loop: wait for a slot, run the request, deliver its chunks
+        (one chunk with the whole output when `whole`)."""
         from vllm.sampling_params import RequestOutputKind
         from vllm.sampling_params import SamplingParams as VSamplingParams
 
@@ -324,7 +344,7 @@ class VLLMEngine(HFTokenizerEngine):
                 top_k=params.top_k,
                 max_tokens=params.max_tokens,
                 stop=list(params.stop),
-                output_kind=RequestOutputKind.DELTA,
+                output_kind=RequestOutputKind.FINAL_ONLY if whole else RequestOutputKind.DELTA,
             )
             produced = 0
             outputs = self.llm.generate({"prompt_token_ids": prompt_ids}, sampling, request_id)

@@ -81,27 +81,38 @@ def gpu_settings(
 
 
 class cpu_thread_env:
-    """Set vLLM's CPU thread variables for the engine core's start, then restore them."""
+    """Set vLLM's CPU thread variables for the engine core's start, then restore them.
+
+    With `auto` binding vLLM sizes its threads from the cores it binds, as `vllm serve`
+    does, but only if OMP_NUM_THREADS is unset: the one Ray puts in a replica's
+    environment (its num_cpus) would otherwise leave torch with that many threads on
+    the engine's one bound core, spin-waiting on each other. So it is removed for the start.
+    """
 
     def __init__(self, settings: VLLMSettings) -> None:
-        self._set: dict[str, str] = {}
+        self._set: dict[str, str | None] = {}
         if settings.threads_bind is not None and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             self._set["VLLM_CPU_OMP_THREADS_BIND"] = settings.threads_bind
-            if settings.threads is not None:
-                self._set["OMP_NUM_THREADS"] = str(settings.threads)
+            self._set["OMP_NUM_THREADS"] = (
+                str(settings.threads) if settings.threads is not None else None
+            )
         self._saved: dict[str, str | None] = {}
 
     def __enter__(self) -> None:
         for name, value in self._set.items():
             self._saved[name] = os.environ.get(name)
-            os.environ[name] = value
+            _put(name, value)
 
     def __exit__(self, *exc: object) -> None:
         for name, value in self._saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+            _put(name, value)
+
+
+def _put(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def weights_gb(folder: str) -> float:

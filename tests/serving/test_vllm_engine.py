@@ -14,6 +14,7 @@ import torch
 from serving import catalog
 from serving.engines.base import Engine, ModelLoadError, SamplingParams, choose_engine, load_engine
 from serving.engines.vllm_engine import VLLMEngine, cpu_settings, gpu_settings
+from serving.engines.vllm_settings import VLLMSettings, cpu_thread_env
 from serving.model_cache import hf_folder
 from serving.model_source import ModelSource
 from tests.serving.conftest import BUNDLED
@@ -84,6 +85,26 @@ def test_cpu_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         share = cpu_settings(cpu, 0.5, 8)
         assert (share.threads_bind, share.threads) == ("nobind", 1)
+
+
+def test_cpu_thread_env_leaves_thread_count_to_vllm_when_it_binds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ray's OMP_NUM_THREADS (the replica's num_cpus) must not reach a core-binding engine.
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with cpu_thread_env(VLLMSettings(max_num_seqs=8, threads_bind="auto")):
+        assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
+        assert "OMP_NUM_THREADS" not in os.environ
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in os.environ
+    with cpu_thread_env(VLLMSettings(max_num_seqs=8, threads_bind="nobind", threads=1)):
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+    # A binding the operator chose is theirs: nothing is changed.
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
+    with cpu_thread_env(VLLMSettings(max_num_seqs=8, threads_bind="auto")):
+        assert os.environ["OMP_NUM_THREADS"] == "2"
 
 
 def _fake_gguf(folder: Path) -> ModelSource:
