@@ -106,16 +106,21 @@ class Engine(ABC):
 
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Completion:
         """Generate to the end and return the whole text with its usage."""
-        parts: list[str] = []
-        last = Chunk("")
-        async for chunk in self.stream(prompt_ids, params):
-            parts.append(chunk.text)
-            last = chunk
-        if last.finish_reason is None:
-            raise EngineError("the engine ended a stream without a finish reason")
-        return Completion(
-            "".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens
-        )
+        return await collect(self.stream(prompt_ids, params))
+
+
+async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
+    """A whole completion from a stream's chunks (the last one carries finish and usage)."""
+    parts: list[str] = []
+    last = Chunk("")
+    async for chunk in chunks:
+        parts.append(chunk.text)
+        last = chunk
+    if last.finish_reason is None:
+        raise EngineError("the engine ended a stream without a finish reason")
+    return Completion(
+        "".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens
+    )
 
 
 class HFTokenizerEngine(Engine):

@@ -85,10 +85,9 @@ class RunningBatch:
         self._pad = pad_id
         self._eos = eos
         self._cache: Any = None
-        self._mask = torch.zeros((0, 0), dtype=torch.long)
-        self._last = torch.zeros((0,), dtype=torch.long)
         self._logits: torch.Tensor | None = None
         self._sampler: RowSampler | None = None
+        self.clear()
         self.accepts_joins = True
         """False once the model's cache turns out not to be stackable (rows then wait)."""
 

@@ -229,8 +229,7 @@ class TransformersEngine(HFTokenizerEngine):
             row.request.deliver(closed)
 
     def _rows(self, requests: list[Request]) -> list[Row]:
-        if requests:
-            self.admissions[len(requests)] += 1
+        self.admissions[len(requests)] += 1
         return [
             Row(
                 request,

@@ -33,6 +33,7 @@ from serving.engines.base import (
     HFTokenizerEngine,
     ModelLoadError,
     SamplingParams,
+    collect,
 )
 
 if TYPE_CHECKING:
@@ -271,12 +272,7 @@ class VLLMEngine(HFTokenizerEngine):
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Completion:
         """Generate to the end; vLLM hands over only the finished output, as `vllm serve`
         does for a request that does not stream (no per-token hand-offs between threads)."""
-        last = Chunk("")
-        async for chunk in self._run(prompt_ids, params, whole=True):
-            last = chunk  # one chunk: the finished output
-        if last.finish_reason is None:
-            raise EngineError("the engine ended a stream without a finish reason")
-        return Completion(last.text, last.finish_reason, last.prompt_tokens, last.completion_tokens)
+        return await collect(self._run(prompt_ids, params, whole=True))
 
     async def _run(
         self, prompt_ids: Sequence[int], params: SamplingParams, *, whole: bool

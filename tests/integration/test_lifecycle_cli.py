@@ -131,6 +131,20 @@ class Load:
         return sum(self.outcomes.values())
 
 
+def redeploy_under_load(url: str, key: str, kind: str, *flags: str) -> tuple[Any, Load]:
+    """`gale redeploy NAME <flags> --yes` while the load runs: it succeeds, no request fails."""
+    load = Load(url, key)
+    started = time.monotonic()
+    result = load.during(lambda: gale("redeploy", NAME, *flags, "--yes"))
+    print(
+        f"{kind} redeploy in {time.monotonic() - started:.1f}s under load: "
+        f"{load.sent} requests, {dict(load.outcomes)}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert load.failures == [], load.failures[:5]
+    return result, load
+
+
 def test_a_deployment_lifecycle_through_the_cli(
     ray_cluster: ServeClient, delete_after: Callable[[str], str]
 ) -> None:
@@ -194,31 +208,15 @@ def test_a_deployment_lifecycle_through_the_cli(
     # -- redeploy in place under load: same replicas, no failed request ---------------
     pids = replica_pids(ray_cluster, NAME)
     assert len(pids) == 1
-    load = Load(url, key)
-    started = time.monotonic()
-    in_place = load.during(lambda: gale("redeploy", NAME, "--temperature", "0.5", "--yes"))
-    print(
-        f"in-place redeploy in {time.monotonic() - started:.1f}s under load: "
-        f"{load.sent} requests, {dict(load.outcomes)}"
-    )
-    assert in_place.returncode == 0, in_place.stderr
+    in_place, load = redeploy_under_load(url, key, "in-place", "--temperature", "0.5")
     assert "Applied in place" in in_place.stderr
-    assert load.failures == [], load.failures[:5]
     assert load.outcomes["ok"] >= LOAD_THREADS
     assert replica_pids(ray_cluster, NAME) == pids
     assert ok_json("describe", NAME, "--json")["spec"]["temperature"] == 0.5
 
     # -- rolling replacement under load (min replicas 1): no failed request ------------
-    load = Load(url, key)
-    started = time.monotonic()
-    rolling = load.during(lambda: gale("redeploy", NAME, "--hardware", "cpu-large", "--yes"))
-    print(
-        f"rolling redeploy in {time.monotonic() - started:.1f}s under load: "
-        f"{load.sent} requests, {dict(load.outcomes)}"
-    )
-    assert rolling.returncode == 0, rolling.stderr
+    rolling, _ = redeploy_under_load(url, key, "rolling", "--hardware", "cpu-large")
     assert "rolling update" in rolling.stderr
-    assert load.failures == [], load.failures[:5]
     new_pids = eventually(
         lambda: (found := replica_pids(ray_cluster, NAME)) and not found & pids and found,
         120,
