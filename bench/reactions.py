@@ -10,26 +10,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.live import live_spec, replicas, running_pids, settle, target_replicas, update_live
 from bench.load import BackgroundLoad, Target
-from bench.stack import (
-    live_spec,
-    replicas,
-    running_pids,
-    settle,
-    target_replicas,
-    update_live,
-    wait_until,
-)
+from devstack import GALE, eventually
 from gale_cli.cluster import ServeClient
 
-GALE = str(Path(sys.executable).parent / "gale")
 # More tokens than the bundled model's context (8192).
 LONG_PROMPT = "hello " * 9000
 
@@ -62,15 +52,15 @@ def scale_up_and_down(
     result: dict[str, Any] = {"up_delay_s": up_delay, "down_delay_s": down_delay}
     with BackgroundLoad(target, concurrency, max_duration=timeout + 60) as load:
         started = time.monotonic()
-        wait_until(lambda: target_replicas(client, name) == 2, timeout, "scale-up decided", 0.2)
+        eventually(lambda: target_replicas(client, name) == 2, timeout, "scale-up decided", 0.2)
         result["up_decided_s"] = round(time.monotonic() - started, 1)
-        wait_until(lambda: len(running_pids(client, name)) == 2, timeout, "second replica", 0.2)
+        eventually(lambda: len(running_pids(client, name)) == 2, timeout, "second replica", 0.2)
         result["up_s"] = round(time.monotonic() - started, 1)
         result["load_during_scale_up"] = _load_summary(load)
     stopped = time.monotonic()
-    wait_until(lambda: target_replicas(client, name) == 1, timeout, "scale-down decided", 0.2)
+    eventually(lambda: target_replicas(client, name) == 1, timeout, "scale-down decided", 0.2)
     result["down_decided_s"] = round(time.monotonic() - stopped, 1)
-    wait_until(lambda: len(running_pids(client, name)) == 1, timeout, "back to one replica", 0.2)
+    eventually(lambda: len(running_pids(client, name)) == 1, timeout, "back to one replica", 0.2)
     result["down_s"] = round(time.monotonic() - stopped, 1)
     return result
 
@@ -78,7 +68,7 @@ def scale_up_and_down(
 def _gale(*argv: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     done = subprocess.run(
-        [GALE, *argv], capture_output=True, text=True, timeout=300, check=False, env=os.environ
+        [str(GALE), *argv], capture_output=True, text=True, timeout=300, check=False, env=os.environ
     )
     return done, time.monotonic() - started
 
@@ -96,7 +86,7 @@ def in_place_changes(client: ServeClient, target: Target) -> dict[str, Any]:
             raise RuntimeError(f"gale keys create failed: {done.stderr.strip()[-500:]}")
         key = json.loads(done.stdout)["key"]
         auth = {"Authorization": f"Bearer {key}"}
-        wait_until(
+        eventually(
             lambda: http.get("/models", headers=auth).status_code == 200, 30, "new key works", 0.05
         )
         result["key_created_s"] = round(time.monotonic() - started, 2)
@@ -126,7 +116,7 @@ def in_place_changes(client: ServeClient, target: Target) -> dict[str, Any]:
         )
         if done.returncode != 0:
             raise RuntimeError(f"gale redeploy failed: {done.stderr.strip()[-500:]}")
-        wait_until(applied, 30, "new max length applied", 0.05)
+        eventually(applied, 30, "new max length applied", 0.05)
         result["parameter_changed_s"] = round(time.monotonic() - started, 2)
         result["parameter_command_s"] = round(command_s, 2)
     finally:
@@ -147,7 +137,7 @@ def rolling_redeploy(
     other_engine = "transformers" if spec.engine == "auto" else "auto"
     with BackgroundLoad(target, concurrency, max_duration=600) as load:
         # Some traffic before the change, so a gap at its start would show.
-        wait_until(lambda: time.monotonic() - load.started > 2, 10, "load running", 0.05)
+        eventually(lambda: time.monotonic() - load.started > 2, 10, "load running", 0.05)
         started = time.monotonic()
         applied = update_live(client, name, engine=other_engine)
         client.wait_for_application(name, 600, since=applied.previous_deploy_time)
@@ -159,7 +149,7 @@ def rolling_redeploy(
                 len(states) == replicas_wanted and len(pids) == replicas_wanted and not (pids & old)
             )
 
-        wait_until(replaced, 600, "every replica replaced", 0.25)
+        eventually(replaced, 600, "every replica replaced", 0.25)
         took = time.monotonic() - started
         load_result = _load_summary(load)
     return {
@@ -177,7 +167,7 @@ def kill_replica(client: ServeClient, target: Target, concurrency: int) -> dict[
     settle(client, name, 2)
     victim = min(running_pids(client, name))
     with BackgroundLoad(target, concurrency, max_duration=600) as load:
-        wait_until(lambda: time.monotonic() - load.started > 2, 10, "load running", 0.05)
+        eventually(lambda: time.monotonic() - load.started > 2, 10, "load running", 0.05)
         started = time.monotonic()
         os.kill(victim, signal.SIGKILL)
 
@@ -185,7 +175,7 @@ def kill_replica(client: ServeClient, target: Target, concurrency: int) -> dict[
             pids = running_pids(client, name)
             return len(pids) == 2 and victim not in pids
 
-        wait_until(back, 300, "replacement replica RUNNING", 0.25)
+        eventually(back, 300, "replacement replica RUNNING", 0.25)
         took = time.monotonic() - started
         load_result = _load_summary(load)
     return {"killed_pid": victim, "replacement_running_s": round(took, 1), **load_result}

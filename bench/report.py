@@ -1,11 +1,40 @@
-"""The benchmark table: figures beside references, targets met or missed; JSON, markdown, PNG."""
+"""The benchmark table: figures beside references, targets met or missed; JSON, markdown, PNG.
+
+Also what every result records of the machine it was measured on.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
 DOCS = Path("docs")
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run measured: CPU model, cores, memory, load."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory_gb = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gb = round(int(line.split()[1]) / 1024**2, 1)
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "python": platform.python_version(),
+        "system": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def _get(results: dict[str, Any], section: str) -> Any:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.live import health, update_live
 from bench.load import (
     MAX_TOKENS,
     Run,
@@ -26,16 +27,8 @@ from bench.load import (
     engine_sender,
     http_client,
 )
-from bench.stack import (
-    BUNDLED_MODEL,
-    deploy,
-    health,
-    local_cluster,
-    machine,
-    throwaway_home,
-    update_live,
-    wait_until,
-)
+from bench.report import machine
+from devstack import BUNDLED_MODEL, deploy, eventually, local_head, throwaway_home
 from gale_cli.cluster import ServeClient
 from serving.engines.base import Engine, load_engine
 from serving.keys import generate_key
@@ -45,6 +38,7 @@ NAME = "bench"
 GAIN_TARGET = 3.5
 ENDPOINT_TARGET = 0.85
 DEFAULT_OUT = Path("bench-results/serving.json")
+DEPLOY_TIMEOUT_S = 900
 RAY_WORKER_NICENESS = 15  # Ray's default worker_niceness
 
 
@@ -82,7 +76,7 @@ def set_batch_size(client: ServeClient, target: Target, engine: Engine, size: in
     """Change the batch size in place on the endpoint (seen on /health) and in-process."""
     update_live(client, target.model, batch_size=size)
     serve_url = target.base_url.rsplit("/", 2)[0]
-    wait_until(
+    eventually(
         lambda: (health(serve_url, target.model) or {}).get("batch_size") == size,
         # In place for transformers; vLLM sizes its batch at start-up (new replicas).
         600,
@@ -196,10 +190,10 @@ def ratios(cells: list[dict[str, Any]]) -> dict[str, Any]:
 def run(quick: bool = False, engine_name: str = "auto") -> dict[str, Any]:
     """Deploy the bundled model on a fresh local head and measure the four cells."""
     started = time.monotonic()
-    with throwaway_home(), local_cluster() as client:
+    with throwaway_home("gale-bench-home-"), local_head() as client:
         spec = bench_spec(engine=engine_name)
         key, record = generate_key("bench")
-        deploy_s = deploy(client, spec, [record])
+        deploy_s = deploy(client, spec, [record], DEPLOY_TIMEOUT_S)
         print(f"deployed '{spec.name}' in {deploy_s:.1f}s", flush=True)
         target = Target(client.config.serve_url + f"/{spec.name}/v1", key, spec.name)
         engine, load_s = load_inprocess(spec)

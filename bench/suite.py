@@ -18,8 +18,9 @@ from typing import Any
 
 from bench import cli_timing, reactions
 from bench.load import MAX_TOKENS, Target
+from bench.report import machine
 from bench.serving import bench_spec, load_inprocess, measure_cell, set_batch_size
-from bench.stack import BUNDLED_MODEL, local_cluster, machine, throwaway_home
+from devstack import BUNDLED_MODEL, GALE, local_head, throwaway_home
 
 LOAD_SCRIPT = (
     "import time; t = time.perf_counter(); import torch; torch.set_num_threads({cpus}); "
@@ -85,7 +86,7 @@ def inprocess_load_time(engine: str) -> float:
 def gale_deploy(engine: str) -> tuple[dict[str, Any], str]:
     """`gale deploy` of the bundled model, timed until it reports Deployed; and its key."""
     argv = [
-        reactions.GALE,
+        str(GALE),
         "deploy",
         "--no-input",
         "--accept-terms",
@@ -118,7 +119,7 @@ def run(quick: bool = False, engine: str = "auto") -> dict[str, Any]:
     """The whole benchmark on a fresh local head in a throwaway GALE_HOME."""
     suite = Suite(quick, engine)
     started = time.monotonic()
-    with throwaway_home(), local_cluster() as client:
+    with throwaway_home("gale-bench-home-"), local_head() as client:
         suite.section("in_process_load", lambda: {"load_s": inprocess_load_time(engine)})
         keys: list[str] = []
 

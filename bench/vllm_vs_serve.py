@@ -22,11 +22,9 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,20 +33,14 @@ from typing import Any
 import httpx
 
 from bench.load import MAX_TOKENS, PROMPTS  # prompts that run past MAX_TOKENS (no ignore_eos)
-from gale_cli.cluster import (
-    ClusterConfig,
-    ServeClient,
-    local_head_status,
-    start_local_head,
-    stop_local_head,
-)
+from devstack import BUNDLED_MODEL, deploy, eventually, local_head, throwaway_home
+from gale_cli.cluster import ServeClient
 from serving.keys import generate_key
 from serving.model_cache import hf_folder
 from serving.model_source import resolve
-from serving.serve_config import to_serve_application
 from serving.spec import DeploymentSpec
 
-MODEL = "smollm2-135m-instruct"
+MODEL = BUNDLED_MODEL
 CONCURRENCY = (1, 8, 32, 64)
 MAX_NUM_SEQS = 64
 KV_CACHE_GB = 1.5  # what gale's `cpu` profile gives vLLM for the bundled model
@@ -136,17 +128,13 @@ def measure(url: str, model: str, headers: dict[str, str], quick: bool) -> dict[
     return {"levels": levels, "staggered": stagger}
 
 
-def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll `url` until it answers 200 (bounded); fail early if `process` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
+def answers(url: str, process: subprocess.Popen[bytes]) -> bool:
+    """Whether `url` answers 200; raises if the server behind it has exited."""
+    if process.poll() is not None:
+        raise RuntimeError(f"the server exited with {process.returncode}")
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=5).status_code == 200
+    return False
 
 
 @contextlib.contextmanager
@@ -168,7 +156,8 @@ def vllm_serve(folder: str, log: Path) -> Iterator[float]:
             command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        wait_http(f"http://127.0.0.1:{VLLM_PORT}/v1/models", START_TIMEOUT_S, process)
+        url = f"http://127.0.0.1:{VLLM_PORT}/v1/models"
+        eventually(lambda: answers(url, process), START_TIMEOUT_S, f"{url} answering", 0.5)
         yield time.monotonic() - started
     finally:
         # Our own process group: the API server and its engine-core child.
@@ -179,25 +168,6 @@ def vllm_serve(folder: str, log: Path) -> Iterator[float]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-
-
-@contextlib.contextmanager
-def local_cluster() -> Iterator[ServeClient]:
-    """A private GALE_HOME and a local Ray head for this run, stopped whatever happens."""
-    home = tempfile.mkdtemp(prefix="gale-bench-home-")
-    os.environ["GALE_HOME"] = home
-    for name in ("GALE_RAY_ADDRESS", "GALE_SERVE_URL", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        os.environ.pop(name, None)
-    config = ClusterConfig.from_env()
-    if local_head_status(config).running:
-        raise RuntimeError("a Ray head is already running; run under flock /tmp/gale-ray.lock")
-    try:
-        start_local_head(config=config)
-        with ServeClient(ClusterConfig.from_env(), timeout=120) as client:
-            yield client
-    finally:
-        stop_local_head()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def gale_deployment(client: ServeClient, engine: str, quick: bool) -> dict[str, Any]:
@@ -212,10 +182,7 @@ def gale_deployment(client: ServeClient, engine: str, quick: bool) -> dict[str, 
         batch_size=MAX_NUM_SEQS,
     )
     key, record = generate_key("bench")
-    started = time.monotonic()
-    applied = client.apply_application(to_serve_application(spec, [record]))
-    client.wait_for_application(spec.name, START_TIMEOUT_S, since=applied.previous_deploy_time)
-    startup = time.monotonic() - started
+    startup = deploy(client, spec, [record], START_TIMEOUT_S)
     print(f"gale ({engine}): PUT → RUNNING in {startup:.1f}s", flush=True)
     url = client.config.serve_url + f"/{spec.name}/v1/chat/completions"
     result = measure(url, spec.name, {"Authorization": f"Bearer {key}"}, quick)
@@ -312,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             f"http://127.0.0.1:{VLLM_PORT}/v1/chat/completions", "smol", {}, args.quick
         )
         served["startup_s"] = round(startup, 1)
-    with local_cluster() as client:
+    with throwaway_home("gale-bench-home-"), local_head() as client:
         gale_vllm = gale_deployment(client, "vllm", args.quick)
         gale_transformers = gale_deployment(client, "transformers", args.quick)
     result = {

@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack import BUNDLED_MODEL
 from gale_cli.cluster import ServeClient
 from serving import catalog
-from tests.conftest import BUNDLED_MODEL, DEPLOY_TIMEOUT_S
+from tests.conftest import DEPLOY_TIMEOUT_S
 from tests.e2e.test_wizard_pty import ENTER, PARAMETERS, REVIEW_MENU, Terminal
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model]

@@ -9,10 +9,12 @@ import httpx
 import openai
 import pytest
 
-from gale_cli.cluster import ClusterConfig, ServeClient
+from devstack import eventually
+from gale_cli.cluster import ServeClient
+from gale_cli.connection import ClusterConfig
 from gale_cli.errors import AuthError
 from serving.keys import generate_key
-from tests.conftest import Deployed, eventually
+from tests.conftest import Deployed
 
 pytestmark = pytest.mark.cluster
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack import BUNDLED_MODEL, GALE, eventually
 from gale_cli.cluster import ServeClient
-from tests.conftest import BUNDLED_MODEL, DEPLOY_TIMEOUT_S, GALE, eventually, gale
+from tests.conftest import DEPLOY_TIMEOUT_S, gale
 
 FLAGS = ["--no-input", "--accept-terms", "--json", "--model", BUNDLED_MODEL]
 FLAGS += ["--hardware", "cpu", "--temperature", "0", "--max-length", "16"]

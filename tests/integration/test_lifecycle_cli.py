@@ -19,8 +19,9 @@ import openai
 import pytest
 import yaml
 
+from devstack import BUNDLED_MODEL, eventually
 from gale_cli.cluster import ServeClient
-from tests.conftest import BUNDLED_MODEL, eventually, gale
+from tests.conftest import gale
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model]
 

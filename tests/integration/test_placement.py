@@ -8,8 +8,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from devstack import BUNDLED_MODEL
 from gale_cli.cluster import ServeClient
-from tests.conftest import BUNDLED_MODEL, HEAD_ACCELERATOR, HEAD_GPUS, gale
+from tests.conftest import HEAD_ACCELERATOR, HEAD_GPUS, gale
 
 pytestmark = pytest.mark.cluster
 

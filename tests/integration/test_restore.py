@@ -13,15 +13,9 @@ from collections.abc import Callable
 import openai
 import pytest
 
+from devstack import BUNDLED_MODEL, eventually
 from gale_cli.cluster import ServeClient
-from tests.conftest import (
-    BUNDLED_MODEL,
-    DEPLOY_TIMEOUT_S,
-    HEAD_ACCELERATOR,
-    HEAD_GPUS,
-    eventually,
-    gale,
-)
+from tests.conftest import DEPLOY_TIMEOUT_S, HEAD_ACCELERATOR, HEAD_GPUS, gale
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model, pytest.mark.restarts_cluster]
 

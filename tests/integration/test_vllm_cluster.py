@@ -17,11 +17,12 @@ import httpx
 import openai
 import pytest
 
+from devstack import BUNDLED_MODEL, eventually
 from gale_cli.cluster import ServeClient
 from serving.keys import generate_key
 from serving.serve_config import to_serve_application
 from serving.spec import DeploymentSpec
-from tests.conftest import BUNDLED_MODEL, DEPLOY_TIMEOUT_S, Deployed, eventually
+from tests.conftest import DEPLOY_TIMEOUT_S, Deployed
 
 pytestmark = [
     pytest.mark.cluster,

@@ -25,9 +25,10 @@ import httpx
 import pytest
 
 from bench.load import BackgroundLoad, Target
+from devstack import eventually
 from gale_cli.cluster import ServeClient
 from serving.serve_config import to_serve_application
-from tests.conftest import Deployed, eventually
+from tests.conftest import Deployed
 from tests.reliability.conftest import full_only
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model, full_only]

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack import eventually
 from serving.keys import SHOWN_PREFIX_LENGTH, generate_key, hash_key
-from tests.conftest import Deployed, eventually
+from tests.conftest import Deployed
 from tests.reliability.conftest import FULL
 
 GALE = str(Path(sys.executable).parent / "gale")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from devstack import eventually_async
 from serving import catalog
 from serving.engines.base import Engine, ModelLoadError, SamplingParams, choose_engine, load_engine
 from serving.engines.vllm_engine import VLLMEngine, cpu_settings, gpu_settings
@@ -171,10 +172,11 @@ def vllm(engine: Engine) -> VLLMEngine:
 
 async def wait_until_idle(engine: VLLMEngine, timeout: float = 30) -> None:
     """Wait (with a deadline) until vLLM holds no request: nothing left running there."""
-    deadline = time.monotonic() + timeout
-    while engine.admitted or engine.llm.get_num_unfinished_requests():
-        assert time.monotonic() < deadline, "vLLM still holds requests"
-        await asyncio.sleep(0.05)
+    await eventually_async(
+        lambda: not (engine.admitted or engine.llm.get_num_unfinished_requests()),
+        timeout,
+        "vLLM holding no request",
+    )
 
 
 @pytest.mark.model
@@ -235,10 +237,8 @@ async def test_leaving_a_stream_aborts_it_in_vllm(vllm: VLLMEngine) -> None:
         waiting = asyncio.create_task(
             vllm.generate(vllm.encode_chat(QUESTION), SamplingParams(max_tokens=3))
         )
-        deadline = time.monotonic() + 30
-        while vllm.admitted < 1:  # the first holds the slot, the second waits for it
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        # The first holds the slot, the second waits for it.
+        await eventually_async(lambda: vllm.admitted >= 1, 30, "the first request admitted")
         for task in (first, waiting):
             task.cancel()
         for task in (first, waiting):
