@@ -33,8 +33,8 @@ unit: install
 	$(BIN)/python -m pytest tests/unit
 
 lint: install
-	$(BIN)/ruff check gale_cli serving tests examples
-	$(BIN)/ruff format --check gale_cli serving tests examples
+	$(BIN)/ruff check gale_cli serving tests examples bench devstack.py
+	$(BIN)/ruff format --check gale_cli serving tests examples bench devstack.py
 
 typecheck: install
 	$(BIN)/mypy

@@ -138,7 +138,7 @@ def measure_cell(
             max_tokens,
         )
     )
-    cell = {
+    cell: dict[str, Any] = {
         "batch_size": batch_size,
         "concurrency": concurrency,
         "stream": stream,
