@@ -1,8 +1,7 @@
 """The client side of the cluster: Ray Serve's REST API on the dashboard.
 
 Only httpx and the standard library here (no ray): `gale --help` must stay fast.
-Starting and stopping the embedded local head lives in `gale_cli.local_head`;
-thin wrappers at the end of this module give its three functions here too.
+Starting and stopping the embedded local head lives in `gale_cli.local_head`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -27,10 +26,6 @@ from gale_cli.errors import (
 )
 from gale_cli.progress import Progress, messages, progress_of, timeout_error
 from serving import serve_config
-
-if TYPE_CHECKING:
-    from gale_cli.local_head import LocalHeadStatus
-
 
 USER_AGENT = "gale-cli/0.1 (httpx)"  # never "Mozilla": Ray refuses browser-like requests
 APPS_PATH = "/api/serve/applications/"
@@ -317,30 +312,3 @@ def _refuse_imperative(name: str, live: dict[str, Any], verb: str) -> None:
         raise ClusterError(
             f"'{name}' was deployed with serve.run, not a config; gale will not {verb} it"
         )
-
-
-# The embedded local head lives in `gale_cli.local_head` (it builds on this module);
-# these wrappers import it on first use so either module can be imported first.
-
-
-def start_local_head(
-    gpus: int = 0, accelerator: str | None = None, **kwargs: Any
-) -> LocalHeadStatus:
-    """Start the local Ray head (token auth, loopback only) and Serve's HTTP proxy."""
-    from gale_cli import local_head
-
-    return local_head.start_local_head(gpus, accelerator, **kwargs)
-
-
-def stop_local_head() -> bool:
-    """Stop the local Ray head (`ray stop` from this environment); False if none ran."""
-    from gale_cli import local_head
-
-    return local_head.stop_local_head()
-
-
-def local_head_status(config: ClusterConfig | None = None) -> LocalHeadStatus:
-    """Whether the local head answers, with its total logical resources."""
-    from gale_cli import local_head
-
-    return local_head.local_head_status(config)

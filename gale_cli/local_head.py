@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gale_cli.cluster import ClusterConfig, ServeClient
+from gale_cli.cluster import ServeClient
+from gale_cli.connection import ClusterConfig
 from gale_cli.errors import ClusterError, ClusterUnreachable, UsageError
 from serving import catalog
 

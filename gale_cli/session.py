@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass
 
 from gale_cli import output
-from gale_cli.cluster import ClusterConfig, ServeClient, local_head_status, start_local_head
+from gale_cli.cluster import ServeClient
+from gale_cli.connection import ClusterConfig
+from gale_cli.local_head import local_head_status, start_local_head
 from gale_cli.state import State
 
 

@@ -22,7 +22,7 @@ def up(
     ] = None,
 ) -> None:
     """Start a local Ray head (loopback only, token auth) with Serve's HTTP proxy."""
-    from gale_cli.cluster import start_local_head
+    from gale_cli.local_head import start_local_head
 
     with output.Spinner("Starting the local Ray head…"):
         status = start_local_head(gpus, accelerator)
@@ -33,7 +33,7 @@ def up(
 @cluster_app.command("down")
 def down() -> None:
     """Stop the local Ray head and everything deployed on it (local state is kept)."""
-    from gale_cli.cluster import stop_local_head
+    from gale_cli.local_head import stop_local_head
 
     if stop_local_head():
         output.message(
@@ -46,7 +46,7 @@ def down() -> None:
 @cluster_app.command("status")
 def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Whether the local head is up, and what it declares."""
-    from gale_cli.cluster import local_head_status
+    from gale_cli.local_head import local_head_status
 
     info = local_head_status()
     if json_out:

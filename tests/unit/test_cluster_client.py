@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from gale_cli import local_head, placement
-from gale_cli.cluster import ClusterConfig, ServeClient
+from gale_cli.cluster import ServeClient
+from gale_cli.connection import ClusterConfig
 from gale_cli.errors import (
     AuthError,
     ClusterError,
