@@ -11,6 +11,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from serving.catalog import GIB
+
 DOCS = Path("docs")
 
 
@@ -26,7 +28,7 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
-                memory_gb = round(int(line.split()[1]) / 1024**2, 1)
+                memory_gb = round(int(line.split()[1]) * 1024 / GIB, 1)  # kB
     return {
         "cpu_model": model,
         "cores": os.cpu_count(),

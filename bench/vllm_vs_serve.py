@@ -35,6 +35,7 @@ import httpx
 from bench.load import MAX_TOKENS, PROMPTS  # prompts that run past MAX_TOKENS (no ignore_eos)
 from devstack import BUNDLED_MODEL, deploy, eventually, local_head, throwaway_home
 from gale_cli.cluster import ServeClient
+from serving.catalog import GIB
 from serving.keys import generate_key
 from serving.model_cache import hf_folder
 from serving.model_source import resolve
@@ -147,7 +148,7 @@ def vllm_serve(folder: str, log: Path) -> Iterator[float]:
         "--host", "127.0.0.1", "--port", str(VLLM_PORT),
         "--served-model-name", "smol",
         "--max-num-seqs", str(MAX_NUM_SEQS),
-        "--kv-cache-memory-bytes", str(int(KV_CACHE_GB * (1 << 30))),
+        "--kv-cache-memory-bytes", str(int(KV_CACHE_GB * GIB)),
         "--disable-log-stats",
     ]  # fmt: skip
     started = time.monotonic()

@@ -12,7 +12,6 @@ from serving.serve_config import to_serve_application
 from serving.spec import DeploymentSpec
 
 RAY_IMAGE = "rayproject/ray:2.60.0-py311"
-GIB = 1024**3
 
 
 def serve_config(spec: DeploymentSpec, keys: list[KeyRecord]) -> dict[str, Any]:

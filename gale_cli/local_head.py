@@ -24,7 +24,6 @@ from gale_cli.connection import ClusterConfig
 from gale_cli.errors import ClusterError, ClusterUnreachable, UsageError
 from serving import catalog
 
-GIB = 1024**3
 MIN_CPUS = 8
 MIN_MEMORY_GB = 16
 START_TIMEOUT_S = 90.0
@@ -80,7 +79,7 @@ def head_resources(gpus: int, accelerator: str | None) -> tuple[int, int]:
     ]
     cpus = max([MIN_CPUS, *(2 * p.cpus for p in fitting)])
     memory_gb = max([MIN_MEMORY_GB, *(2 * p.memory_gb for p in fitting)])
-    return cpus, int(memory_gb * GIB)
+    return cpus, int(memory_gb * catalog.GIB)
 
 
 def start_command(config: ClusterConfig, gpus: int, accelerator: str | None) -> list[str]:

@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-GIB = 1024**3
+from serving.catalog import GIB
+
 # Ray's slow-start message (deployment_state.py) carries both dicts as JSON.
 _SCHEDULING = re.compile(
     r"to be scheduled.*Resources required for each replica: (?P<required>\{.*?\}), "

@@ -11,6 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 DATA_DIR = Path(__file__).parent / "data"
+# Bytes in a GiB: the unit of every memory figure here (memory_gb), as Ray counts memory.
+GIB = 1024**3
 
 
 class ModelSource(BaseModel):

@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from serving.catalog import GIB
 from serving.keys import KeyRecord
 from serving.spec import DeploymentSpec
 
 IMPORT_PATH = "serving.app:build_app"
 DEPLOYMENT_NAME = "GaleModel"
-GIB = 1024**3
 
 SAMPLING_FIELDS = ("temperature", "max_length", "top_p", "top_k", "stop", "batch_size")
 GENERAL_FIELDS = ("description", "tags")

@@ -11,7 +11,6 @@ from gale_cli import output
 cluster_app = typer.Typer(
     help="Start, stop or inspect the local Ray cluster.", no_args_is_help=True
 )
-GIB = 1024**3
 
 
 @cluster_app.command("up")
@@ -69,6 +68,8 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 def _resources(resources: dict[str, float]) -> None:
+    from serving.catalog import GIB
+
     rows = []
     for key, value in sorted(resources.items()):
         if key.startswith("node:"):

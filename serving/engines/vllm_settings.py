@@ -6,12 +6,9 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from serving.catalog import HardwareProfile
+from serving.catalog import GIB, HardwareProfile
 
-GIB = 1 << 30
 # Host memory a CPU replica keeps for torch, vLLM's two processes and the API
 # besides the weights and the KV cache.
 CPU_RUNTIME_GB = 2.0

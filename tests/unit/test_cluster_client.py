@@ -25,11 +25,11 @@ from gale_cli.errors import (
     UsageError,
 )
 from gale_cli.progress import Progress
+from serving.catalog import GIB
 from serving.serve_config import to_serve_application
 from serving.spec import DeploymentSpec
 
 TOKEN = "0123456789abcdef" * 4
-GIB = 1024**3
 
 
 def gale_app(name: str = "chat", hardware: str = "cpu", temperature: float = 0.7) -> dict:
