@@ -11,7 +11,9 @@ from serving.keys import KeyRecord
 from serving.serve_config import to_serve_application
 from serving.spec import DeploymentSpec
 
-RAY_IMAGE = "rayproject/ray:2.60.0-py311"
+# The Ray that pyproject.toml pins for gale[serve]; a unit test holds the two together.
+RAY_VERSION = "2.60.0"
+RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-py311"
 
 
 def serve_config(spec: DeploymentSpec, keys: list[KeyRecord]) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def rayservice(
                 {"applications": [to_serve_application(spec, keys)]}, sort_keys=False
             ),
             "rayClusterConfig": {
-                "rayVersion": "2.60.0",
+                "rayVersion": RAY_VERSION,
                 "headGroupSpec": {
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                     "template": {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
 import yaml
 
@@ -40,3 +42,12 @@ def test_rayservice_manifest_carries_the_serve_config_and_gpu_workers() -> None:
     limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "4"
     assert json.loads(workers["rayStartParams"]["resources"]) == {"accelerator_type:A10G": 4}
+    assert manifest["spec"]["rayClusterConfig"]["rayVersion"] == export.RAY_VERSION
+    assert workers["template"]["spec"]["containers"][0]["image"] == export.RAY_IMAGE
+
+
+def test_the_exported_ray_version_is_the_one_gale_pins() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    pins = [dep for dep in pyproject["project"]["optional-dependencies"]["serve"] if "ray" in dep]
+    assert pins == [f"ray[serve]=={export.RAY_VERSION}"]
+    assert f":{export.RAY_VERSION}-" in export.RAY_IMAGE
