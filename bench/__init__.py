@@ -5,8 +5,10 @@ the same engine in-process and Ray's own tools, each figure beside its reference
   batch size 1 and 8, endpoint and in-process; the batching gain and endpoint ratio.
 - `python -m bench [--quick]` (`make bench`): every figure of the benchmark table,
   written to docs/benchmarks.json, docs/benchmarks.md and docs/benchmarks.png.
+- `python -m bench.vllm_vs_serve` (`make bench-vllm`): gale's vLLM engine against
+  `vllm serve` and the transformers engine, written to docs/vllm-vs-serve.md.
 
-Both start their own local Ray head in a throwaway GALE_HOME and stop it at the end.
-Engines are chosen by name (`--engine`), so a vLLM engine can be measured the same way;
-the comparison against `vllm serve` itself is a section still to write.
+Each starts its own local Ray head in a throwaway GALE_HOME (devstack.py) and stops it
+at the end. Engines are chosen by name (`--engine`), so a vLLM engine can be measured
+the same way.
 """
