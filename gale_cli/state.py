@@ -8,7 +8,6 @@ Every change is one transaction: never a half-written file.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -39,11 +38,6 @@ CREATE TABLE IF NOT EXISTS revisions (
 """
 
 
-def gale_home() -> Path:
-    """The folder of gale's local state: $GALE_HOME, or ~/.gale."""
-    return Path(os.environ.get("GALE_HOME") or Path.home() / ".gale")
-
-
 @dataclass(frozen=True)
 class Record:
     """What local state knows of one deployment."""
@@ -68,8 +62,8 @@ class Revision:
 class State:
     """gale's local state; each public method is one transaction."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or gale_home() / "state.db"
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # executescript commits on its own, so the schema is made outside _connect().
         db = sqlite3.connect(self.path, timeout=30)
@@ -138,14 +132,6 @@ class State:
             db.execute(
                 "UPDATE deployments SET keys=?, updated_at=? WHERE name=?",
                 (json.dumps([k.model_dump() for k in keys]), time.time(), name),
-            )
-
-    def set_deployed(self, name: str, deployed: bool) -> None:
-        """Mark a deployment deployed or undeployed."""
-        with self._connect() as db:
-            db.execute(
-                "UPDATE deployments SET deployed=?, updated_at=? WHERE name=?",
-                (int(deployed), time.time(), name),
             )
 
     def revisions(self, name: str) -> list[Revision]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gale_cli.session import open_session
 from gale_cli.state import State
 from serving.keys import generate_key
 from serving.spec import DeploymentSpec
@@ -29,15 +30,19 @@ def test_save_get_and_revisions(tmp_path: Path) -> None:
     ]
 
 
-def test_keys_and_deployed_flag_change_without_a_revision(tmp_path: Path) -> None:
+def test_keys_change_without_a_revision_and_undeploy_with_one(tmp_path: Path) -> None:
     state = State(tmp_path / "state.db")
     state.save(SPEC, [], deployed=True, action="deploy")
     _, key = generate_key("ci")
     state.set_keys("demo", [key])
-    state.set_deployed("demo", False)
+    record = state.get("demo")
+    assert record is not None and record.keys == [key] and record.deployed
+    assert len(state.revisions("demo")) == 1
+    # How `gale undeploy` records it (lifecycle.undeploy): the flag, the keys kept.
+    state.save(SPEC, [key], deployed=False, action="undeploy")
     record = state.get("demo")
     assert record is not None and record.keys == [key] and not record.deployed
-    assert len(state.revisions("demo")) == 1
+    assert [r.action for r in state.revisions("demo")] == ["deploy", "undeploy"]
 
 
 def test_a_failed_transaction_leaves_nothing_half_written(tmp_path: Path) -> None:
@@ -58,4 +63,6 @@ def test_delete_forgets_history(tmp_path: Path) -> None:
 
 def test_state_lives_under_gale_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GALE_HOME", str(tmp_path / "home"))
-    assert State().path == tmp_path / "home" / "state.db"
+    session = open_session()  # a command's session: no cluster is contacted
+    session.client.close()
+    assert session.state.path == tmp_path / "home" / "state.db"
