@@ -98,9 +98,8 @@ def submit(spec: DeploymentSpec, *, json_out: bool, wait: bool, timeout: float) 
     from gale_cli.session import open_session
     from gale_cli.specinput import check_model_path
 
-    session = open_session(start_local=True)
-    check_model_path(spec, session.config.is_local)
-    try:
+    with open_session(start_local=True) as session:
+        check_model_path(spec, session.config.is_local)
         key = lifecycle.deploy(session.client, session.state, spec)
         result = {
             "name": spec.name,
@@ -123,12 +122,10 @@ def submit(spec: DeploymentSpec, *, json_out: bool, wait: bool, timeout: float) 
                     )
                 raise
             result["status"] = "Deployed"
-        if json_out:
-            output.print_json(result)
-        else:
-            output.message(f"'{spec.name}' is {result['status']}.", style="bold green")
-    finally:
-        session.close()
+    if json_out:
+        output.print_json(result)
+    else:
+        output.message(f"'{spec.name}' is {result['status']}.", style="bold green")
 
 
 def show_access(result: dict[str, Any]) -> None:

@@ -25,11 +25,8 @@ def create(
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         key, record = lifecycle.create_key(session.client, session.state, name, key_name)
-    finally:
-        session.close()
     if json_out:
         output.print_json({"id": record.id, "name": record.name, "key": key})
     else:
@@ -43,11 +40,8 @@ def list_keys(name: Name, json_out: flag.Json = False) -> None:
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         keys = lifecycle.find(session.client, session.state, name).keys
-    finally:
-        session.close()
     rows = [
         {"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at} for k in keys
     ]
@@ -68,9 +62,6 @@ def revoke(
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         record = lifecycle.revoke_key(session.client, session.state, name, key_id)
-    finally:
-        session.close()
     output.message(f"Revoked key {record.id} ({record.name}) of '{name}'.")

@@ -53,14 +53,11 @@ def list_deployments(json_out: flag.Json = False) -> None:
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         rows = [
             _row(live, session.config.serve_url)
             for live in lifecycle.all_deployments(session.client, session.state).values()
         ]
-    finally:
-        session.close()
     if json_out:
         output.print_json(rows)
         return
@@ -92,8 +89,7 @@ def status(
     from gale_cli.progress import progress_of
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         while True:
             live = lifecycle.find(session.client, session.state, name)
             row = _row(live, session.config.serve_url)
@@ -112,8 +108,6 @@ def status(
             if not watch:
                 return
             time.sleep(2)
-    finally:
-        session.close()
 
 
 def describe(name: Name, json_out: flag.Json = False) -> None:
@@ -121,8 +115,7 @@ def describe(name: Name, json_out: flag.Json = False) -> None:
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         live = lifecycle.find(session.client, session.state, name)
         revisions = session.state.revisions(name)
         info = {
@@ -137,8 +130,6 @@ def describe(name: Name, json_out: flag.Json = False) -> None:
                 for r in revisions
             ],
         }
-    finally:
-        session.close()
     if json_out:
         output.print_json(info)
         return
@@ -171,12 +162,9 @@ def endpoint(name: Name, json_out: flag.Json = False) -> None:
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         lifecycle.find(session.client, session.state, name)
         url = lifecycle.endpoint(session.config.serve_url, name)
-    finally:
-        session.close()
     if json_out:
         output.print_json({"name": name, "endpoint": url})
     else:
@@ -188,11 +176,8 @@ def undeploy(name: Name, json_out: flag.Json = False) -> None:
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         lifecycle.undeploy(session.client, session.state, name)
-    finally:
-        session.close()
     if json_out:
         output.print_json({"name": name, "status": "Undeployed"})
     else:
@@ -206,8 +191,7 @@ def delete(name: Name, yes: flag.Yes = False) -> None:
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         lifecycle.find(session.client, session.state, name)
         if not yes:
             if not output.is_interactive():
@@ -220,8 +204,6 @@ def delete(name: Name, yes: flag.Yes = False) -> None:
             ):
                 raise typer.Exit(1)
         lifecycle.delete(session.client, session.state, name)
-    finally:
-        session.close()
     output.message(f"Deleted '{name}'.")
 
 
@@ -230,11 +212,8 @@ def restore(json_out: flag.Json = False) -> None:
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session(start_local=True)
-    try:
+    with open_session(start_local=True) as session:
         restored = lifecycle.restore(session.client, session.state)
-    finally:
-        session.close()
     if json_out:
         output.print_json({"restored": restored})
     elif restored:
@@ -258,10 +237,7 @@ def export(
         raise UsageError(
             f"unknown format '{format}'", hint="use --format serve or --format rayservice"
         )
-    session = open_session()
-    try:
+    with open_session() as session:
         live = lifecycle.find(session.client, session.state, name)
-    finally:
-        session.close()
     build = exports.serve_config if format == "serve" else exports.rayservice
     typer.echo(exports.dump(build(live.spec, live.keys)), nl=False)

@@ -65,8 +65,7 @@ def redeploy(
     from serving.fit import check_fit
 
     changes = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
-    session = open_session()
-    try:
+    with open_session() as session:
         current = lifecycle.find(session.client, session.state, deployment)
         values: dict[str, Any] = {**current.spec.model_dump(), **changes}
         interactive = output.is_interactive(no_input) and not json_out
@@ -92,8 +91,6 @@ def redeploy(
         if wait:
             wait_until_deployed(session, spec, timeout, since=since)
         _finish(json_out, deployment, "Deployed" if wait else "Deploying", session.config.serve_url)
-    finally:
-        session.close()
 
 
 def _show_plan(change: lifecycle.Change, recreate: bool) -> None:
