@@ -95,11 +95,13 @@ def submit(spec: DeploymentSpec, *, json_out: bool, wait: bool, timeout: float) 
     """Submit a new deployment, follow it, and hand out its endpoint and first key."""
     from gale_cli import lifecycle
     from gale_cli.commands.waiting import wait_until_deployed
+    from gale_cli.connection import ClusterConfig
     from gale_cli.session import open_session
     from gale_cli.specinput import check_model_path
 
+    # Before a local head starts: a mistyped path should cost no head start.
+    check_model_path(spec, ClusterConfig.from_env().is_local)
     with open_session(start_local=True) as session:
-        check_model_path(spec, session.config.is_local)
         key = lifecycle.deploy(session.client, session.state, spec)
         result = {
             "name": spec.name,

@@ -225,3 +225,15 @@ def test_a_missing_local_model_path_is_refused_before_submitting(
     code, out, err = run(capsys, *argv, "--model", str(tmp_path / "missing.gguf"))
     assert code == 2 and out == ""
     assert "missing.gguf does not exist on this machine" in err
+
+
+def test_a_missing_model_path_is_refused_before_a_local_head_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The embedded default with no head running: `deploy` would start one for a good path.
+    monkeypatch.setenv("GALE_HOME", str(tmp_path))
+    argv = ["deploy", "--no-input", "--accept-terms", "--name", "local", "--hardware", "cpu"]
+    code, out, err = run(capsys, *argv, "--model", str(tmp_path / "missing.gguf"))
+    assert code == 2 and out == ""
+    assert "missing.gguf does not exist on this machine" in err
+    assert "starting a local one" not in err and not (tmp_path / "ray-token").exists()
