@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
@@ -19,9 +20,42 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
+@dataclass
+class _Mode:
+    json: bool = False
+
+
+_mode = _Mode()
+
+
+def set_json(on: bool) -> bool:
+    """Choose the output mode for the run: JSON data for scripts (--json), or text for a person."""
+    _mode.json = on
+    return on
+
+
 def is_interactive(no_input: bool = False) -> bool:
-    """Whether a person can answer prompts: a terminal on stdin and no --no-input."""
-    return not no_input and sys.stdin.isatty()
+    """Whether a person can answer prompts: a terminal on stdin, no --no-input and no --json."""
+    return not no_input and not _mode.json and sys.stdin.isatty()
+
+
+def result(
+    data: Any, human: str | Callable[[], object] | None = None, *, style: str | None = None
+) -> None:
+    """A command's result: `data` as JSON on stdout with --json; otherwise `human`, a message
+    (on stderr) or a function that shows the data to a person."""
+    if _mode.json:
+        print_json(data)
+    elif callable(human):
+        human()
+    elif human is not None:
+        message(human, style=style)
+
+
+def unless_json(show: Callable[[], object]) -> None:
+    """Show something only to a person: with --json, the result's data carries it instead."""
+    if not _mode.json:
+        show()
 
 
 def print_json(data: Any) -> None:

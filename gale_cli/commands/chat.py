@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gale_cli import output
+from gale_cli.commands.options import Name
 from gale_cli.errors import GaleError
 
 # Imported where used: `gale --help` must not pay for them.
@@ -23,7 +24,7 @@ KEY_NAME = "gale-chat"
 
 
 def chat(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="A deployment name.")],
+    name: Name,
     prompt: Annotated[
         str | None, typer.Argument(help="Ask once and exit; without it, chat.")
     ] = None,
