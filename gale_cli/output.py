@@ -177,3 +177,9 @@ class Spinner:
     def __exit__(self, *exc: object) -> None:
         if self._status is not None:
             self._status.stop()
+
+
+def render_description(spec: DeploymentSpec) -> Group:
+    """`gale describe`'s view of a spec: the review's sections, headed by what they describe."""
+    _review_title, *sections = render_review(spec).renderables
+    return Group(Text(f"Configuration of '{spec.name}'", style="bold"), *sections)

@@ -128,7 +128,7 @@ def describe(name: Name, json_out: Json = False) -> None:
 
 
 def _show_description(live: lifecycle.Live, info: dict[str, Any]) -> None:
-    output.show(output.render_review(live.spec))
+    output.show(output.render_description(live.spec))
     output.table(
         ["Field", "Value"],
         [

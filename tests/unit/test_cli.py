@@ -237,3 +237,16 @@ def test_a_missing_model_path_is_refused_before_a_local_head_starts(
     assert code == 2 and out == ""
     assert "missing.gguf does not exist on this machine" in err
     assert "starting a local one" not in err and not (tmp_path / "ray-token").exists()
+
+
+def test_describe_heads_the_configuration_with_what_it_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gale_cli import output
+    from serving.spec import DeploymentSpec
+
+    spec = DeploymentSpec(name="demo", model="smollm2-135m-instruct", hardware="cpu")
+    output.show(output.render_description(spec))
+    shown = capsys.readouterr().err
+    assert shown.startswith("Configuration of 'demo'") and "Review" not in shown
+    assert "Temperature" in shown and "Fit" in shown
