@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -76,15 +77,47 @@ def error(text: str, hint: str | None = None) -> None:
         stderr.print(Text("hint: ", style="bold") + Text(hint))
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    """A table of data on stdout."""
-    grid = Table(title=title, title_justify="left", header_style="bold")
-    for index, column in enumerate(columns):
-        # Ids are what people copy: never cut or wrap them.
-        grid.add_column(column, no_wrap=index == 0, overflow="fold")
-    for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+def table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    title: str | None = None,
+    *,
+    optional: Sequence[str] = (),
+) -> None:
+    """A table of data on stdout. Words are never broken: while the table would not fit the
+    terminal, the `optional` columns are left out, the least needed first (as kubectl does)."""
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    shown = list(range(len(columns)))
+    grid = _grid(columns, cells, shown, title)
+    for name in optional:
+        if _narrowest(grid) <= stdout.width:
+            break
+        shown.remove(columns.index(name))
+        grid = _grid(columns, cells, shown, title)
     stdout.print(grid)
+
+
+def _narrowest(grid: Table) -> int:
+    """The table's width with every column at its minimum (measured unbounded: rich caps a
+    measurement at the terminal's width)."""
+    return stdout.measure(grid, options=stdout.options.update_width(10**6)).minimum
+
+
+def _grid(
+    columns: Sequence[str], cells: list[list[str]], shown: list[int], title: str | None
+) -> Table:
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for index in shown:
+        texts = [columns[index], *(row[index] for row in cells)]
+        # Ids are what people copy, and a one-word column has nowhere to wrap: never cut them.
+        no_wrap = index == 0 or all(len(text.split()) <= 1 for text in texts)
+        pieces = texts if no_wrap else [word for text in texts for word in text.split()]
+        # Rich squeezes columns below their longest word when pressed; a minimum stops it.
+        widest = max((cell_len(piece) for piece in pieces), default=1)
+        grid.add_column(columns[index], no_wrap=no_wrap, overflow="fold", min_width=widest)
+    for row in cells:
+        grid.add_row(*(row[index] for index in shown))
+    return grid
 
 
 def render_review(spec: DeploymentSpec) -> Group:

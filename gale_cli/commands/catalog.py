@@ -41,6 +41,7 @@ def models(
                 )
                 for m in entries
             ),
+            optional=("Tags", "License", "Context", "Gated"),
         ),
     )
 
@@ -99,5 +100,6 @@ def hardware(json_out: Json = False) -> None:
                 )
                 for p in profiles
             ),
+            optional=("GPUs", "Accelerator", "CPUs"),
         ),
     )

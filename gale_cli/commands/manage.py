@@ -73,6 +73,7 @@ def list_deployments(json_out: Json = False) -> None:
                 )
                 for r in rows
             ),
+            optional=("Age", "Hardware", "Replicas", "Model"),
         ),
     )
 
