@@ -50,7 +50,7 @@ def deploy(
     from serving.serve_config import to_serve_application
 
     values = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
-    output.set_json(json_out)
+    output.set_json(json_out)  # this --json comes from specflags, whose option sets no mode
     if output.is_interactive(no_input):
         spec = ask(values)
     else:

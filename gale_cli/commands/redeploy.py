@@ -65,7 +65,7 @@ def redeploy(
     from serving.fit import check_fit
 
     changes = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
-    output.set_json(json_out)
+    output.set_json(json_out)  # this --json comes from specflags, whose option sets no mode
     with open_session() as session:
         current = lifecycle.find(session.client, session.state, deployment)
         values: dict[str, Any] = {**current.spec.model_dump(), **changes}
