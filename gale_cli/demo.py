@@ -32,8 +32,7 @@ def run_demo(timeout: float = 600) -> str:
     """Deploy the bundled model (or reuse the demo deployment) and ask it the question."""
     from openai import OpenAI
 
-    session = open_session(start_local=True)
-    try:
+    with open_session(start_local=True) as session:
         existing = lifecycle.all_deployments(session.client, session.state).get(NAME)
         if existing is None:
             output.message(f"Deploying the bundled model as '{NAME}'…")
@@ -53,8 +52,6 @@ def run_demo(timeout: float = 600) -> str:
         wait_until_deployed(session, SPEC, timeout, since=since)
         url = lifecycle.endpoint(session.config.serve_url, NAME)
         wait_for_key(url, key)
-    finally:
-        session.close()
     client = OpenAI(base_url=url, api_key=key, max_retries=5)
     reply = client.chat.completions.create(
         model=NAME, messages=[{"role": "user", "content": QUESTION}], temperature=0

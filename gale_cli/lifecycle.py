@@ -173,7 +173,7 @@ def redeploy(
         cluster.wait_for_removal(name, timeout=120)
     applied = cluster.apply_application(to_serve_application(change.new, current.keys))
     state.save(change.new, current.keys, deployed=True, action="redeploy")
-    return getattr(applied, "previous_deploy_time", None)
+    return applied.previous_deploy_time
 
 
 def set_keys(cluster: Cluster, state: State, name: str, keys: list[KeyRecord]) -> None:

@@ -47,6 +47,7 @@ def main(argv: list[str]) -> int:
     from gale_cli import output
 
     debug = os.environ.get("GALE_DEBUG") == "1"
+    output.set_json(False)  # until a command's --json says otherwise
     try:
         result = app(args=argv, prog_name="gale", standalone_mode=False)
         return result if isinstance(result, int) else 0

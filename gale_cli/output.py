@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -19,9 +21,42 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
+@dataclass
+class _Mode:
+    json: bool = False
+
+
+_mode = _Mode()
+
+
+def set_json(on: bool) -> bool:
+    """Choose the output mode for the run: JSON data for scripts (--json), or text for a person."""
+    _mode.json = on
+    return on
+
+
 def is_interactive(no_input: bool = False) -> bool:
-    """Whether a person can answer prompts: a terminal on stdin and no --no-input."""
-    return not no_input and sys.stdin.isatty()
+    """Whether a person can answer prompts: a terminal on stdin, no --no-input and no --json."""
+    return not no_input and not _mode.json and sys.stdin.isatty()
+
+
+def result(
+    data: Any, human: str | Callable[[], object] | None = None, *, style: str | None = None
+) -> None:
+    """A command's result: `data` as JSON on stdout with --json; otherwise `human`, a message
+    (on stderr) or a function that shows the data to a person."""
+    if _mode.json:
+        print_json(data)
+    elif callable(human):
+        human()
+    elif human is not None:
+        message(human, style=style)
+
+
+def unless_json(show: Callable[[], object]) -> None:
+    """Show something only to a person: with --json, the result's data carries it instead."""
+    if not _mode.json:
+        show()
 
 
 def print_json(data: Any) -> None:
@@ -42,15 +77,47 @@ def error(text: str, hint: str | None = None) -> None:
         stderr.print(Text("hint: ", style="bold") + Text(hint))
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    """A table of data on stdout."""
-    grid = Table(title=title, title_justify="left", header_style="bold")
-    for index, column in enumerate(columns):
-        # Ids are what people copy: never cut or wrap them.
-        grid.add_column(column, no_wrap=index == 0, overflow="fold")
-    for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+def table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    title: str | None = None,
+    *,
+    optional: Sequence[str] = (),
+) -> None:
+    """A table of data on stdout. Words are never broken: while the table would not fit the
+    terminal, the `optional` columns are left out, the least needed first (as kubectl does)."""
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    shown = list(range(len(columns)))
+    grid = _grid(columns, cells, shown, title)
+    for name in optional:
+        if _narrowest(grid) <= stdout.width:
+            break
+        shown.remove(columns.index(name))
+        grid = _grid(columns, cells, shown, title)
     stdout.print(grid)
+
+
+def _narrowest(grid: Table) -> int:
+    """The table's width with every column at its minimum (measured unbounded: rich caps a
+    measurement at the terminal's width)."""
+    return stdout.measure(grid, options=stdout.options.update_width(10**6)).minimum
+
+
+def _grid(
+    columns: Sequence[str], cells: list[list[str]], shown: list[int], title: str | None
+) -> Table:
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for index in shown:
+        texts = [columns[index], *(row[index] for row in cells)]
+        # Ids are what people copy, and a one-word column has nowhere to wrap: never cut them.
+        no_wrap = index == 0 or all(len(text.split()) <= 1 for text in texts)
+        pieces = texts if no_wrap else [word for text in texts for word in text.split()]
+        # Rich squeezes columns below their longest word when pressed; a minimum stops it.
+        widest = max((cell_len(piece) for piece in pieces), default=1)
+        grid.add_column(columns[index], no_wrap=no_wrap, overflow="fold", min_width=widest)
+    for row in cells:
+        grid.add_row(*(row[index] for index in shown))
+    return grid
 
 
 def render_review(spec: DeploymentSpec) -> Group:
@@ -143,3 +210,9 @@ class Spinner:
     def __exit__(self, *exc: object) -> None:
         if self._status is not None:
             self._status.stop()
+
+
+def render_description(spec: DeploymentSpec) -> Group:
+    """`gale describe`'s view of a spec: the review's sections, headed by what they describe."""
+    _review_title, *sections = render_review(spec).renderables
+    return Group(Text(f"Configuration of '{spec.name}'", style="bold"), *sections)

@@ -22,12 +22,6 @@ class Progress:
     waiting_for_hardware: str | None = None
     """'needs 4 × A10G per replica; the cluster has 0' while a replica cannot be placed."""
 
-    def __str__(self) -> str:
-        if self.waiting_for_hardware:
-            return f"waiting for hardware: {self.waiting_for_hardware}"
-        shown = ", ".join(f"{n} {state.lower()}" for state, n in sorted(self.replicas.items()))
-        return f"{self.status.lower()}" + (f" (replicas: {shown})" if shown else "")
-
 
 def progress_of(app: dict[str, Any], node_resources: NodeResources) -> Progress:
     """Summarize an application's details; asks for node resources only when stuck."""

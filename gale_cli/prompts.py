@@ -37,9 +37,6 @@ class QuestionaryPrompter:
     `unsafe_ask()` lets Ctrl-C raise KeyboardInterrupt, which the CLI turns into exit 130.
     """
 
-    def __init__(self, show: Callable[[Any], None] | None = None) -> None:
-        self._show = show
-
     def _output(self) -> Any:
         from prompt_toolkit.output import create_output
 
@@ -77,8 +74,6 @@ class QuestionaryPrompter:
 
     def note(self, renderable: Any) -> None:
         """Print on stderr through gale_cli.output (the one module that knows rich)."""
-        if self._show is None:
-            from gale_cli import output
+        from gale_cli import output
 
-            self._show = output.show
-        self._show(renderable)
+        output.show(renderable)

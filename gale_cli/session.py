@@ -24,6 +24,12 @@ class Session:
         """Close the cluster connection."""
         self.client.close()
 
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def open_session(*, start_local: bool = False) -> Session:
     """Connect to the configured cluster; with `start_local`, start the embedded default if none runs."""

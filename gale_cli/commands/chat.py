@@ -5,22 +5,26 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gale_cli import output
+from gale_cli.commands.options import Name
 from gale_cli.errors import GaleError
 
 # Imported where used: `gale --help` must not pay for them.
 if TYPE_CHECKING:
     import httpx
 
+    from gale_cli.session import Session
+
 KEY_NAME = "gale-chat"
 
 
 def chat(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="A deployment name.")],
+    name: Name,
     prompt: Annotated[
         str | None, typer.Argument(help="Ask once and exit; without it, chat.")
     ] = None,
@@ -33,45 +37,57 @@ def chat(
     system: Annotated[str | None, typer.Option(help="A system message.")] = None,
 ) -> None:
     """Chat with a deployment; replies stream as they are generated."""
-    import httpx
-
     from gale_cli import lifecycle
-    from gale_cli.commands.waiting import wait_for_key
     from gale_cli.session import open_session
 
-    session = open_session()
-    temporary = None
-    try:
+    with open_session() as session:
         lifecycle.find(session.client, session.state, name)
         url = lifecycle.endpoint(session.config.serve_url, name)
-        if not api_key:
-            # A key only for this session, revoked when it ends: gale keeps no keys.
-            api_key, temporary = lifecycle.create_key(
-                session.client, session.state, name, f"{KEY_NAME}-{secrets.token_hex(3)}"
-            )
-            wait_for_key(url, api_key)
-        messages = [{"role": "system", "content": system}] if system else []
-        with httpx.Client(timeout=httpx.Timeout(10, read=300), trust_env=False) as http:
-            if prompt is not None:
-                messages.append({"role": "user", "content": prompt})
-                _reply(http, url, api_key, name, messages)
-                return
-            output.message(f"Chatting with '{name}'. Ctrl-D or an empty line ends.")
-            while True:
-                try:
-                    line = input("> ")
-                except EOFError:
-                    break
-                if not line.strip():
-                    break
-                messages.append({"role": "user", "content": line})
-                messages.append(
-                    {"role": "assistant", "content": _reply(http, url, api_key, name, messages)}
-                )
+        with _key_for(session, name, url, api_key) as key:
+            _converse(url, key, name, prompt, system)
+
+
+@contextmanager
+def _key_for(session: Session, name: str, url: str, api_key: str | None) -> Iterator[str]:
+    """The key given, or one only for this chat, revoked when it ends: gale keeps no keys."""
+    from gale_cli import lifecycle
+    from gale_cli.commands.waiting import wait_for_key
+
+    if api_key:
+        yield api_key
+        return
+    key, temporary = lifecycle.create_key(
+        session.client, session.state, name, f"{KEY_NAME}-{secrets.token_hex(3)}"
+    )
+    try:
+        wait_for_key(url, key)
+        yield key
     finally:
-        if temporary is not None:
-            lifecycle.revoke_key(session.client, session.state, name, temporary.id)
-        session.close()
+        lifecycle.revoke_key(session.client, session.state, name, temporary.id)
+
+
+def _converse(url: str, key: str, name: str, prompt: str | None, system: str | None) -> None:
+    """Ask `prompt` once, or read questions from stdin until an empty line or Ctrl-D."""
+    import httpx
+
+    messages = [{"role": "system", "content": system}] if system else []
+    with httpx.Client(timeout=httpx.Timeout(10, read=300), trust_env=False) as http:
+        if prompt is not None:
+            messages.append({"role": "user", "content": prompt})
+            _reply(http, url, key, name, messages)
+            return
+        output.message(f"Chatting with '{name}'. Ctrl-D or an empty line ends.")
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                break
+            if not line.strip():
+                break
+            messages.append({"role": "user", "content": line})
+            messages.append(
+                {"role": "assistant", "content": _reply(http, url, key, name, messages)}
+            )
 
 
 def _reply(

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from gale_cli import output
+from gale_cli.commands.options import Json
 
 cluster_app = typer.Typer(
     help="Start, stop or inspect the local Ray cluster.", no_args_is_help=True
@@ -43,28 +44,28 @@ def down() -> None:
 
 
 @cluster_app.command("status")
-def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(json_out: Json = False) -> None:
     """Whether the local head is up, and what it declares."""
     from gale_cli.local_head import local_head_status
 
     info = local_head_status()
-    if json_out:
-        output.print_json(
-            {
-                "running": info.running,
-                "dashboard_url": info.dashboard_url,
-                "serve_url": info.serve_url,
-                "resources": info.resources,
-            }
-        )
-        return
-    if not info.running:
-        output.message(
-            f"No Ray head answers at {info.dashboard_url}. Start one: `gale cluster up`."
-        )
-        raise typer.Exit(1)
-    output.message(f"Ray is up: dashboard {info.dashboard_url}, endpoints {info.serve_url}")
-    _resources(info.resources)
+
+    def show() -> None:
+        if not info.running:
+            output.message(
+                f"No Ray head answers at {info.dashboard_url}. Start one: `gale cluster up`."
+            )
+            raise typer.Exit(1)
+        output.message(f"Ray is up: dashboard {info.dashboard_url}, endpoints {info.serve_url}")
+        _resources(info.resources)
+
+    data = {
+        "running": info.running,
+        "dashboard_url": info.dashboard_url,
+        "serve_url": info.serve_url,
+        "resources": info.resources,
+    }
+    output.result(data, show)
 
 
 def _resources(resources: dict[str, float]) -> None:

@@ -12,8 +12,6 @@ from gale_cli.errors import GaleError, UsageError
 if TYPE_CHECKING:
     from serving.spec import DeploymentSpec
 
-EXIT_CANCELLED = 1
-
 
 class Cancelled(GaleError):
     """The person left the wizard or declined the terms: nothing was deployed."""
@@ -52,6 +50,7 @@ def deploy(
     from serving.serve_config import to_serve_application
 
     values = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
+    output.set_json(json_out)  # this --json comes from specflags, whose option sets no mode
     if output.is_interactive(no_input):
         spec = ask(values)
     else:
@@ -69,15 +68,16 @@ def deploy(
             "serve_application": to_serve_application(spec),
             "fit": {"fits": verdict.fits, "message": verdict.message},
         }
-        if json_out:
-            output.print_json(plan)
-        else:
+
+        def show() -> None:
             output.message("dry run: nothing was deployed. The Serve application config:")
             output.print_json(plan["serve_application"])
+
+        output.result(plan, show)
         return
     if verdict.fits is False and not force:
         raise UsageError(verdict.message, hint="pass --force to deploy anyway")
-    submit(spec, json_out=json_out, wait=wait, timeout=timeout)
+    submit(spec, wait=wait, timeout=timeout)
 
 
 def ask(values: dict[str, Any]) -> DeploymentSpec:
@@ -91,16 +91,17 @@ def ask(values: dict[str, Any]) -> DeploymentSpec:
     return spec
 
 
-def submit(spec: DeploymentSpec, *, json_out: bool, wait: bool, timeout: float) -> None:
+def submit(spec: DeploymentSpec, *, wait: bool, timeout: float) -> None:
     """Submit a new deployment, follow it, and hand out its endpoint and first key."""
     from gale_cli import lifecycle
     from gale_cli.commands.waiting import wait_until_deployed
+    from gale_cli.connection import ClusterConfig
     from gale_cli.session import open_session
     from gale_cli.specinput import check_model_path
 
-    session = open_session(start_local=True)
-    check_model_path(spec, session.config.is_local)
-    try:
+    # Before a local head starts: a mistyped path should cost no head start.
+    check_model_path(spec, ClusterConfig.from_env().is_local)
+    with open_session(start_local=True) as session:
         key = lifecycle.deploy(session.client, session.state, spec)
         result = {
             "name": spec.name,
@@ -108,27 +109,18 @@ def submit(spec: DeploymentSpec, *, json_out: bool, wait: bool, timeout: float) 
             "endpoint": lifecycle.endpoint(session.config.serve_url, spec.name),
             "api_key": key,
         }
-        if not json_out:
-            show_access(result)
+        output.unless_json(lambda: show_access(result))
         if wait:
             try:
                 wait_until_deployed(session, spec, timeout)
             except (GaleError, KeyboardInterrupt) as exc:
                 # The key exists now: a script must still get it, with the truth about status.
-                if json_out:
-                    failed = isinstance(exc, GaleError)
-                    error = {"error": exc.message} if isinstance(exc, GaleError) else {}
-                    output.print_json(
-                        {**result, "status": "Failed" if failed else "Deploying", **error}
-                    )
+                failed = isinstance(exc, GaleError)
+                error = {"error": exc.message} if isinstance(exc, GaleError) else {}
+                output.result({**result, "status": "Failed" if failed else "Deploying", **error})
                 raise
             result["status"] = "Deployed"
-        if json_out:
-            output.print_json(result)
-        else:
-            output.message(f"'{spec.name}' is {result['status']}.", style="bold green")
-    finally:
-        session.close()
+    output.result(result, f"'{spec.name}' is {result['status']}.", style="bold green")
 
 
 def show_access(result: dict[str, Any]) -> None:

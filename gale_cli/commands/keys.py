@@ -7,54 +7,50 @@ from typing import Annotated
 import typer
 
 from gale_cli import output
-from gale_cli.commands import specflags as flag
+from gale_cli.commands.options import Json, Name
 
 keys_app = typer.Typer(
     help="Create, list and revoke a deployment's API keys.", no_args_is_help=True
 )
-Name = Annotated[str, typer.Argument(metavar="NAME", help="A deployment name.")]
 
 
 @keys_app.command("create")
 def create(
     name: Name,
     key_name: Annotated[str, typer.Option("--key-name", help="A label for the key.")] = "default",
-    json_out: flag.Json = False,
+    json_out: Json = False,
 ) -> None:
     """Create a key (shown once); it works within seconds, with no restart."""
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         key, record = lifecycle.create_key(session.client, session.state, name, key_name)
-    finally:
-        session.close()
-    if json_out:
-        output.print_json({"id": record.id, "name": record.name, "key": key})
-    else:
+
+    def show() -> None:
         output.message(f"Created key {record.id} ({record.name}). Shown once; store it now:")
         typer.echo(key)
 
+    output.result({"id": record.id, "name": record.name, "key": key}, show)
+
 
 @keys_app.command("list")
-def list_keys(name: Name, json_out: flag.Json = False) -> None:
+def list_keys(name: Name, json_out: Json = False) -> None:
     """A deployment's keys: id, name and prefix only (keys are stored as hashes)."""
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         keys = lifecycle.find(session.client, session.state, name).keys
-    finally:
-        session.close()
     rows = [
         {"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at} for k in keys
     ]
-    if json_out:
-        output.print_json(rows)
-    else:
-        output.table(["Key id", "Name", "Prefix"], ((k.id, k.name, k.prefix + "…") for k in keys))
+    output.result(
+        rows,
+        lambda: output.table(
+            ["Key id", "Name", "Prefix"], ((k.id, k.name, k.prefix + "…") for k in keys)
+        ),
+    )
 
 
 @keys_app.command("revoke")
@@ -68,9 +64,6 @@ def revoke(
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         record = lifecycle.revoke_key(session.client, session.state, name, key_id)
-    finally:
-        session.close()
     output.message(f"Revoked key {record.id} ({record.name}) of '{name}'.")

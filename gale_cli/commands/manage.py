@@ -9,13 +9,12 @@ import typer
 
 from gale_cli import output
 from gale_cli.commands import specflags as flag
+from gale_cli.commands.options import Json, Name
 from gale_cli.errors import UsageError
 
 # Imported where used: `gale --help` must not pay for them.
 if TYPE_CHECKING:
     from gale_cli import lifecycle
-
-Name = Annotated[str, typer.Argument(metavar="NAME", help="A deployment name.")]
 
 
 def _age(since: float | None) -> str:
@@ -48,35 +47,33 @@ def _row(live: lifecycle.Live, serve_url: str) -> dict[str, Any]:
     }
 
 
-def list_deployments(json_out: flag.Json = False) -> None:
+def list_deployments(json_out: Json = False) -> None:
     """Every deployment: running ones from the cluster, undeployed ones from local state."""
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         rows = [
             _row(live, session.config.serve_url)
             for live in lifecycle.all_deployments(session.client, session.state).values()
         ]
-    finally:
-        session.close()
-    if json_out:
-        output.print_json(rows)
-        return
-    output.table(
-        ["Name", "Model", "Status", "Replicas", "Hardware", "Endpoint", "Age"],
-        (
+    output.result(
+        rows,
+        lambda: output.table(
+            ["Name", "Model", "Status", "Replicas", "Hardware", "Endpoint", "Age"],
             (
-                r["name"],
-                r["model"],
-                r["status"],
-                "{running} / {min} / {max}".format(**r["replicas"]),
-                r["hardware"],
-                r["endpoint"],
-                _age(r["created_at"]),
-            )
-            for r in rows
+                (
+                    r["name"],
+                    r["model"],
+                    r["status"],
+                    "{running} / {min} / {max}".format(**r["replicas"]),
+                    r["hardware"],
+                    r["endpoint"],
+                    _age(r["created_at"]),
+                )
+                for r in rows
+            ),
+            optional=("Age", "Hardware", "Replicas", "Model"),
         ),
     )
 
@@ -84,7 +81,7 @@ def list_deployments(json_out: flag.Json = False) -> None:
 def status(
     name: Name,
     watch: Annotated[bool, typer.Option("--watch", help="Keep watching until Ctrl-C.")] = False,
-    json_out: flag.Json = False,
+    json_out: Json = False,
 ) -> None:
     """A deployment's status and replicas (--watch follows it)."""
     from gale_cli import lifecycle
@@ -92,8 +89,7 @@ def status(
     from gale_cli.progress import progress_of
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         while True:
             live = lifecycle.find(session.client, session.state, name)
             row = _row(live, session.config.serve_url)
@@ -102,27 +98,19 @@ def status(
                 row["detail"] = describe_progress(
                     live.spec, progress_of(app, session.client.node_resources)
                 )
-            if json_out:
-                output.print_json(row)
-            else:
-                output.message(
-                    f"{name}: {row['status']}. {row.get('detail', row['message'])}".rstrip(". ")
-                    + "."
-                )
+            detail = row.get("detail", row["message"])
+            output.result(row, f"{name}: {row['status']}. {detail}".rstrip(". ") + ".")
             if not watch:
                 return
             time.sleep(2)
-    finally:
-        session.close()
 
 
-def describe(name: Name, json_out: flag.Json = False) -> None:
+def describe(name: Name, json_out: Json = False) -> None:
     """The configuration view: every parameter, hardware, endpoint, keys and revision history."""
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         live = lifecycle.find(session.client, session.state, name)
         revisions = session.state.revisions(name)
         info = {
@@ -137,12 +125,11 @@ def describe(name: Name, json_out: flag.Json = False) -> None:
                 for r in revisions
             ],
         }
-    finally:
-        session.close()
-    if json_out:
-        output.print_json(info)
-        return
-    output.show(output.render_review(live.spec))
+    output.result(info, lambda: _show_description(live, info))
+
+
+def _show_description(live: lifecycle.Live, info: dict[str, Any]) -> None:
+    output.show(output.render_description(live.spec))
     output.table(
         ["Field", "Value"],
         [
@@ -166,39 +153,28 @@ def describe(name: Name, json_out: flag.Json = False) -> None:
     )
 
 
-def endpoint(name: Name, json_out: flag.Json = False) -> None:
+def endpoint(name: Name, json_out: Json = False) -> None:
     """A deployment's OpenAI base URL."""
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         lifecycle.find(session.client, session.state, name)
         url = lifecycle.endpoint(session.config.serve_url, name)
-    finally:
-        session.close()
-    if json_out:
-        output.print_json({"name": name, "endpoint": url})
-    else:
-        typer.echo(url)
+    output.result({"name": name, "endpoint": url}, lambda: typer.echo(url))
 
 
-def undeploy(name: Name, json_out: flag.Json = False) -> None:
+def undeploy(name: Name, json_out: Json = False) -> None:
     """Free a deployment's replicas; its configuration, keys and endpoint are kept."""
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         lifecycle.undeploy(session.client, session.state, name)
-    finally:
-        session.close()
-    if json_out:
-        output.print_json({"name": name, "status": "Undeployed"})
-    else:
-        output.message(
-            f"'{name}' is undeployed; `gale redeploy {name}` brings it back at the same endpoint."
-        )
+    output.result(
+        {"name": name, "status": "Undeployed"},
+        f"'{name}' is undeployed; `gale redeploy {name}` brings it back at the same endpoint.",
+    )
 
 
 def delete(name: Name, yes: flag.Yes = False) -> None:
@@ -206,8 +182,7 @@ def delete(name: Name, yes: flag.Yes = False) -> None:
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         lifecycle.find(session.client, session.state, name)
         if not yes:
             if not output.is_interactive():
@@ -220,29 +195,22 @@ def delete(name: Name, yes: flag.Yes = False) -> None:
             ):
                 raise typer.Exit(1)
         lifecycle.delete(session.client, session.state, name)
-    finally:
-        session.close()
     output.message(f"Deleted '{name}'.")
 
 
-def restore(json_out: flag.Json = False) -> None:
+def restore(json_out: Json = False) -> None:
     """Redeploy what local state says should run but the cluster lacks (after a cluster restart)."""
     from gale_cli import lifecycle
     from gale_cli.session import open_session
 
-    session = open_session(start_local=True)
-    try:
+    with open_session(start_local=True) as session:
         restored = lifecycle.restore(session.client, session.state)
-    finally:
-        session.close()
-    if json_out:
-        output.print_json({"restored": restored})
-    elif restored:
-        output.message(
-            "Restored: " + ", ".join(restored) + ". `gale list` follows them to Deployed."
-        )
-    else:
-        output.message("Nothing to restore: every deployment local state knows is on the cluster.")
+    output.result(
+        {"restored": restored},
+        "Restored: " + ", ".join(restored) + ". `gale list` follows them to Deployed."
+        if restored
+        else "Nothing to restore: every deployment local state knows is on the cluster.",
+    )
 
 
 def export(
@@ -258,10 +226,7 @@ def export(
         raise UsageError(
             f"unknown format '{format}'", hint="use --format serve or --format rayservice"
         )
-    session = open_session()
-    try:
+    with open_session() as session:
         live = lifecycle.find(session.client, session.state, name)
-    finally:
-        session.close()
     build = exports.serve_config if format == "serve" else exports.rayservice
     typer.echo(exports.dump(build(live.spec, live.keys)), nl=False)

@@ -65,11 +65,11 @@ def redeploy(
     from serving.fit import check_fit
 
     changes = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
-    session = open_session()
-    try:
+    output.set_json(json_out)  # this --json comes from specflags, whose option sets no mode
+    with open_session() as session:
         current = lifecycle.find(session.client, session.state, deployment)
         values: dict[str, Any] = {**current.spec.model_dump(), **changes}
-        interactive = output.is_interactive(no_input) and not json_out
+        interactive = output.is_interactive(no_input)
         asked = not changes and interactive
         spec = ask(values) if asked else validate(values)
         check_model_path(spec, session.config.is_local)
@@ -79,7 +79,7 @@ def redeploy(
             raise UsageError(verdict.message, hint="pass --force to redeploy anyway")
         _show_plan(change, recreate)
         if change.kind == "none" and not recreate:
-            _finish(json_out, deployment, "unchanged", session.config.serve_url)
+            _finish(deployment, "unchanged", session.config.serve_url)
             return
         if not yes and not asked:
             if not interactive:
@@ -91,9 +91,7 @@ def redeploy(
         since = lifecycle.redeploy(session.client, session.state, change, recreate=recreate)
         if wait:
             wait_until_deployed(session, spec, timeout, since=since)
-        _finish(json_out, deployment, "Deployed" if wait else "Deploying", session.config.serve_url)
-    finally:
-        session.close()
+        _finish(deployment, "Deployed" if wait else "Deploying", session.config.serve_url)
 
 
 def _show_plan(change: lifecycle.Change, recreate: bool) -> None:
@@ -110,11 +108,12 @@ def _show_plan(change: lifecycle.Change, recreate: bool) -> None:
         output.message(WHAT_HAPPENS[change.kind])
 
 
-def _finish(json_out: bool, name: str, status: str, serve_url: str) -> None:
+def _finish(name: str, status: str, serve_url: str) -> None:
     from gale_cli import lifecycle
 
     url = lifecycle.endpoint(serve_url, name)
-    if json_out:
-        output.print_json({"name": name, "status": status, "endpoint": url})
-    else:
-        output.message(f"'{name}' is {status} at {url}.", style="bold green")
+    output.result(
+        {"name": name, "status": status, "endpoint": url},
+        f"'{name}' is {status} at {url}.",
+        style="bold green",
+    )

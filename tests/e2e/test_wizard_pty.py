@@ -124,7 +124,7 @@ def first_json_object(text: str) -> dict[str, Any]:
 
 
 def test_a_person_deploys_with_the_wizard(terminal: Any) -> None:
-    t = terminal("--dry-run", "--json")
+    t = terminal("--dry-run")
     t.choose("Model", list(catalog.models()).index("smollm2-135m-instruct"))
 
     t.type("Deployment name", "my-bot")
@@ -167,23 +167,24 @@ def test_a_person_deploys_with_the_wizard(terminal: Any) -> None:
 
     status, printed = t.finish()
     assert status == 0, printed
-    plan = first_json_object(printed)
-    spec, app = plan["spec"], plan["serve_application"]
-    assert (spec["name"], spec["description"], spec["tags"]) == (
+    assert "dry run: nothing was deployed" in printed
+    app = first_json_object(printed)  # the Serve application: the spec's every field is in it
+    settings = app["deployments"][0]["user_config"]
+    assert (settings["name"], settings["description"], settings["tags"]) == (
         "my-bot",
         "Short helper bot",
         ["chat", "demo"],
     )
-    assert (spec["temperature"], spec["top_p"], spec["hardware"]) == (1.2, 0.9, "cpu")
-    assert spec["model"] == "smollm2-135m-instruct"
+    parameters = settings["parameters"]
+    assert (parameters["temperature"], parameters["top_p"]) == (1.2, 0.9)
+    assert (app["args"]["model"], app["args"]["hardware"]) == ("smollm2-135m-instruct", "cpu")
     assert app["route_prefix"] == "/my-bot"
     scaling = app["deployments"][0]["autoscaling_config"]
     assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 3)
-    assert app["deployments"][0]["user_config"]["parameters"]["temperature"] == 1.2
 
 
 def test_ctrl_c_exits_130(terminal: Any) -> None:
-    t = terminal("--dry-run", "--json", "--model", "smollm2-135m-instruct")
+    t = terminal("--dry-run", "--model", "smollm2-135m-instruct")
     t.answer("Deployment name", "half-typ" + CTRL_C)
     status, printed = t.finish()
     assert status == 130, printed
@@ -191,11 +192,20 @@ def test_ctrl_c_exits_130(terminal: Any) -> None:
 
 def test_declining_the_terms_then_cancelling_deploys_nothing(terminal: Any) -> None:
     # Every answer given as a flag: the wizard goes straight to the review.
-    t = terminal("--dry-run", "--json", *ALL_FLAGS)
+    t = terminal("--dry-run", *ALL_FLAGS)
     t.choose("Review", REVIEW_MENU.index("Deploy"))
     t.answer("I accept all the terms and conditions", "n")
     t.choose("Review", REVIEW_MENU.index("Cancel"))
     status, printed = t.finish()
     assert status == 1  # cancelled: the operation did not happen
     assert "cancelled: nothing was deployed" in printed
-    assert "serve_application" not in printed
+    assert "route_prefix" not in printed
+
+
+def test_json_at_a_terminal_never_prompts(terminal: Any) -> None:
+    # --json is for scripts, even at a terminal: a missing answer names its flag.
+    t = terminal("--dry-run", "--json", "--model", "smollm2-135m-instruct")
+    status, printed = t.finish()
+    assert status == 2, printed
+    assert "pass --name" in printed and "pass --hardware" in printed
+    assert "Deployment name" not in printed

@@ -193,6 +193,8 @@ def test_a_deployment_lifecycle_through_the_cli(
         shown = gale(*command)
         assert shown.returncode == 0, shown.stderr
         assert key not in shown.stdout + shown.stderr, command
+        if command[0] == "describe":
+            assert f"Configuration of '{NAME}'" in shown.stderr and "Review" not in shown.stderr
     assert key not in json.dumps(described)
     assert key not in json.dumps(ok_json("status", NAME, "--json"))
 

@@ -225,3 +225,55 @@ def test_a_missing_local_model_path_is_refused_before_submitting(
     code, out, err = run(capsys, *argv, "--model", str(tmp_path / "missing.gguf"))
     assert code == 2 and out == ""
     assert "missing.gguf does not exist on this machine" in err
+
+
+def test_a_missing_model_path_is_refused_before_a_local_head_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The embedded default with no head running: `deploy` would start one for a good path.
+    monkeypatch.setenv("GALE_HOME", str(tmp_path))
+    argv = ["deploy", "--no-input", "--accept-terms", "--name", "local", "--hardware", "cpu"]
+    code, out, err = run(capsys, *argv, "--model", str(tmp_path / "missing.gguf"))
+    assert code == 2 and out == ""
+    assert "missing.gguf does not exist on this machine" in err
+    assert "starting a local one" not in err and not (tmp_path / "ray-token").exists()
+
+
+def test_describe_heads_the_configuration_with_what_it_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gale_cli import output
+    from serving.spec import DeploymentSpec
+
+    spec = DeploymentSpec(name="demo", model="smollm2-135m-instruct", hardware="cpu")
+    output.show(output.render_description(spec))
+    shown = capsys.readouterr().err
+    assert shown.startswith("Configuration of 'demo'") and "Review" not in shown
+    assert "Temperature" in shown and "Fit" in shown
+
+
+def words_on_screen(command: str, columns: int) -> tuple[set[str], int]:
+    """The words `gale COMMAND` prints at a terminal this wide, and its widest line."""
+    env = {**os.environ, "COLUMNS": str(columns)}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "gale"), command],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # Box-drawing characters (U+2500 to U+257F) frame the cells; the rest are words.
+    text = "".join(" " if 0x2500 <= ord(c) <= 0x257F else c for c in done.stdout)
+    return set(text.split()), max(len(line) for line in lines)
+
+
+@pytest.mark.parametrize("command", ["models", "hardware"])
+def test_tables_fit_80_columns_without_breaking_words(command: str) -> None:
+    wide, _ = words_on_screen(command, 250)
+    narrow, widest = words_on_screen(command, 80)
+    assert widest <= 80
+    # A word cut in two ("Conte xt") shows pieces that the wide table never prints.
+    assert narrow <= wide, narrow - wide
+    assert {"ID", "Name"} <= narrow

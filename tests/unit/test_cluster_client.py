@@ -15,6 +15,7 @@ import pytest
 
 from gale_cli import local_head, placement
 from gale_cli.cluster import ServeClient
+from gale_cli.commands.waiting import describe_progress
 from gale_cli.connection import ClusterConfig
 from gale_cli.errors import (
     AuthError,
@@ -278,8 +279,10 @@ def test_wait_returns_when_running(tmp_path: Path) -> None:
     )
     assert app["status"] == "RUNNING"
     assert [p.status for p in seen] == ["PENDING", "DEPLOYING"]
-    assert (
-        seen[1].replicas == {"STARTING": 1} and str(seen[1]) == "deploying (replicas: 1 starting)"
+    spec = DeploymentSpec(name="chat", model="smollm2-135m-instruct", hardware="cpu")
+    assert seen[1].replicas == {"STARTING": 1}
+    assert describe_progress(spec, seen[1]) == (
+        "Deploying: 0 replica(s) running (min 1, max 1); 1 starting"
     )
 
 
@@ -301,7 +304,8 @@ def test_unschedulable_replica_waits_for_hardware_then_times_out(tmp_path: Path)
             "chat", 0.2, seen.append, poll_interval=0.01
         )
     expected = "needs 4 × A10G per replica; the cluster has 0"
-    assert [str(p) for p in seen] == [f"waiting for hardware: {expected}"]
+    spec = DeploymentSpec(name="chat", model="smollm2-135m-instruct", hardware="a10-x4")
+    assert [describe_progress(spec, p) for p in seen] == [f"Waiting for hardware: {expected}"]
     assert "waiting for hardware" in caught.value.message and expected in caught.value.message
 
 

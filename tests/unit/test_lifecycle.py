@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gale_cli import lifecycle
+from gale_cli.cluster import Applied
 from gale_cli.errors import UsageError
 from gale_cli.state import State
 from serving.keys import match_key
@@ -21,6 +22,8 @@ class MemoryCluster:
 
     def __init__(self) -> None:
         self.apps: dict[str, dict[str, Any]] = {}
+        self.deployed_at: dict[str, float] = {}
+        self.clock = 100.0
 
     def get_applications(self) -> dict[str, Any]:
         return {
@@ -30,10 +33,15 @@ class MemoryCluster:
             }
         }
 
-    def apply_application(self, app: dict[str, Any]) -> None:
-        self.apps[app["name"]] = app
+    def apply_application(self, app: dict[str, Any]) -> Applied:
+        name = app["name"]
+        applied = Applied(name, self.apps.get(name), self.deployed_at.get(name))
+        self.clock += 1
+        self.apps[name], self.deployed_at[name] = app, self.clock
+        return applied
 
     def remove_application(self, name: str) -> bool:
+        self.deployed_at.pop(name, None)
         return self.apps.pop(name, None) is not None
 
     def wait_for_removal(self, name: str, timeout: float) -> None:
@@ -85,7 +93,9 @@ def test_redeploy_keeps_keys_and_endpoint(env: tuple[MemoryCluster, State]) -> N
     cluster, state = env
     key = lifecycle.deploy(cluster, state, SPEC)
     plan = lifecycle.plan_redeploy(cluster, state, "demo", SPEC.model_copy(update={"top_k": 5}))
-    lifecycle.redeploy(cluster, state, plan)
+    deployed_at = cluster.deployed_at["demo"]
+    # What the caller waits past: the deploy time of the version it replaced.
+    assert lifecycle.redeploy(cluster, state, plan) == deployed_at
     assert cluster.apps["demo"]["route_prefix"] == "/demo"
     assert match_key(key, live_keys(cluster, "demo")) is not None
     assert [r.action for r in state.revisions("demo")] == ["deploy", "redeploy"]
