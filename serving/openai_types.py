@@ -10,6 +10,7 @@ from pydantic import StrictFloat as Float
 from pydantic import StrictInt as Int
 
 _M = TypeVar("_M", bound=BaseModel)
+MAX_STOP_LENGTH = 64  # as a deployment spec's stop sequences
 
 
 class APIError(Exception):
@@ -104,6 +105,8 @@ class Body(BaseModel):
             raise ValueError("at most 4 stop sequences")
         if any(not stop for stop in stops):
             raise ValueError("stop sequences must not be empty")
+        if any(len(stop) > MAX_STOP_LENGTH for stop in stops):
+            raise ValueError(f"stop sequences must be at most {MAX_STOP_LENGTH} characters")
         return value
 
 
@@ -121,6 +124,8 @@ def parse(model: type[_M], raw: bytes) -> _M:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise APIError(400, f"the body is not valid JSON: {error}", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object")
     try:
