@@ -100,9 +100,8 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
     async def completions(request: Request) -> Any:
         _authorize(request, state)
         body = parse(CompletionBody, await _read_body(request))
-        text = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-        _check_size(len(text), engine.context_length, "prompt")
-        prompt = await asyncio.to_thread(engine.encode_text, text)
+        _check_size(len(body.text), engine.context_length, "prompt")
+        prompt = await asyncio.to_thread(engine.encode_text, body.text)
         return await _answer(engine, state, body, prompt, body.max_tokens, "prompt", chat=False)
 
     return app
@@ -157,8 +156,6 @@ def _sampling(
     defaults = state.parameters
     if prompt_len == 0:
         raise APIError(400, f"the {prompt_param} is empty", param=prompt_param)
-    if body.n not in (None, 1):
-        raise APIError(400, "only n=1 is supported", param="n")
     if max_tokens is not None and max_tokens > defaults.max_length:
         raise APIError(
             400,
