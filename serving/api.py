@@ -8,7 +8,9 @@ signature binding) so the key is checked before a body is read or parsed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from jinja2 import TemplateError
 from starlette.exceptions import HTTPException
 
 from serving.engines.base import Chunk, Engine, EngineError, SamplingParams
@@ -25,7 +28,15 @@ from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
 from serving.state import ServingState
 
 MAX_BODY_BYTES = 1024 * 1024
+# The whole body must arrive within this time: a client trickling it would hold a slot.
+BODY_DEADLINE_S = 30.0
+# No token of a model gale serves spans this many characters, so a prompt with more
+# characters than this times the context cannot fit: refused before tokenizing it.
+MAX_CHARS_PER_TOKEN = 32
+ENGINE_FAILED = "the engine failed on this request; try again (the replica log has the details)"
 UNAUTHORIZED = "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."
+# Serve's replica logger: lines land in the replica's log.
+logger = logging.getLogger("ray.serve")
 
 
 def build_api(engine: Engine, state: ServingState) -> FastAPI:
@@ -39,6 +50,9 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _error_response)
     # Anything unforeseen still answers in the envelope (as a 500), never as plain text.
     app.add_exception_handler(Exception, _error_response)
+    # Starlette's redirect would take its Location from the Host header: a 404 instead.
+    app.router.redirect_slashes = False
+    app.state.body_deadline_s = BODY_DEADLINE_S
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -70,18 +84,24 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
         _authorize(request, state)
         body = parse(ChatBody, await _read_body(request))
         tokens = body.max_completion_tokens or body.max_tokens
+        messages = [m.as_template_input() for m in body.messages]
+        _check_size(sum(len(m["content"]) for m in messages), engine.context_length, "messages")
+        # Off the event loop: the streams this replica serves go on meanwhile.
         try:
-            prompt = engine.encode_chat([m.as_template_input() for m in body.messages])
+            prompt = await asyncio.to_thread(engine.encode_chat, messages)
         except EngineError as error:
             raise APIError(400, str(error), param="messages") from None
+        except TemplateError as error:
+            message = f"the model's chat template refused these messages: {error}"
+            raise APIError(400, message, param="messages") from None
         return await _answer(engine, state, body, prompt, tokens, "messages", chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         _authorize(request, state)
         body = parse(CompletionBody, await _read_body(request))
-        text = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-        prompt = engine.encode_text(text)
+        _check_size(len(body.text), engine.context_length, "prompt")
+        prompt = await asyncio.to_thread(engine.encode_text, body.text)
         return await _answer(engine, state, body, prompt, body.max_tokens, "prompt", chat=False)
 
     return app
@@ -101,11 +121,28 @@ async def _read_body(request: Request) -> bytes:
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_large
     body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > MAX_BODY_BYTES:
-            raise too_large
+    deadline: float = request.app.state.body_deadline_s
+    try:
+        async with asyncio.timeout(deadline):
+            async for piece in request.stream():
+                body += piece
+                if len(body) > MAX_BODY_BYTES:
+                    raise too_large
+    except TimeoutError:
+        message = f"the request body did not arrive within {deadline:g} seconds"
+        raise APIError(408, message, code="request_timeout") from None
     return bytes(body)
+
+
+def _check_size(characters: int, context: int, param: str) -> None:
+    if characters > context * MAX_CHARS_PER_TOKEN:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {context} tokens; the {param} has "
+            f"{characters} characters, more than that many tokens can hold",
+            param=param,
+            code="context_length_exceeded",
+        )
 
 
 def _sampling(
@@ -119,8 +156,6 @@ def _sampling(
     defaults = state.parameters
     if prompt_len == 0:
         raise APIError(400, f"the {prompt_param} is empty", param=prompt_param)
-    if body.n not in (None, 1):
-        raise APIError(400, "only n=1 is supported", param="n")
     if max_tokens is not None and max_tokens > defaults.max_length:
         raise APIError(
             400,
@@ -174,7 +209,7 @@ async def _answer(
     try:
         done = await engine.generate(prompt, params)
     except EngineError as error:
-        raise APIError(503, str(error), type="server_error", code="engine_error") from None
+        raise _engine_failed(error) from None
     return reply.whole(done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens)
 
 
@@ -223,7 +258,7 @@ async def _start_stream(
     try:
         first = await anext(chunks)
     except EngineError as error:
-        raise APIError(503, str(error), type="server_error", code="engine_error") from None
+        raise _engine_failed(error) from None
     except BaseException:  # the caller went away: free the request's slot now
         await _close(chunks)
         raise
@@ -252,8 +287,7 @@ async def _events(
                 break
             chunk = await anext(chunks)
     except Exception as error:
-        failure = APIError(500, f"generation failed: {error}", type="server_error")
-        yield _sse(failure.body())
+        yield _sse(_engine_failed(error).body())
     finally:
         await _close(chunks)
     yield "data: [DONE]\n\n"
@@ -264,6 +298,12 @@ async def _close(chunks: AsyncIterator[Chunk]) -> None:
     close = getattr(chunks, "aclose", None)
     if close is not None:
         await close()
+
+
+def _engine_failed(error: Exception) -> APIError:
+    # An engine's message can carry paths, device and build details: the log keeps them.
+    logger.error("gale: generation failed: %s: %s", type(error).__name__, error)
+    return APIError(503, ENGINE_FAILED, type="server_error", code="engine_error")
 
 
 def _sse(data: dict[str, Any]) -> str:
@@ -289,12 +329,15 @@ async def _error_response(request: Request, error: Exception) -> JSONResponse:
         failure = APIError(400, str(error.errors()[:1]))
     elif isinstance(error, HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
+        path = request.url.path
+        hint = f"; did you mean {path.rstrip('/')}?" if path.endswith("/") and path != "/" else ""
         message = {
-            404: f"no route {request.method} {request.url.path}",
+            404: f"no route {request.method} {path}{hint}",
             405: f"{request.method} is not allowed on {request.url.path}",
         }.get(error.status_code, str(error.detail))
         failure = APIError(error.status_code, message, code=code)
         headers.update(error.headers or {})
     else:
+        logger.error("gale: %s %s failed", request.method, request.url.path, exc_info=error)
         failure = APIError(500, "internal error", type="server_error")
     return JSONResponse(failure.body(), status_code=failure.status, headers=headers)

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic import StrictFloat as Float
 from pydantic import StrictInt as Int
 
 _M = TypeVar("_M", bound=BaseModel)
+MAX_STOP_LENGTH = 64  # as a deployment spec's stop sequences
 
 
 class APIError(Exception):
@@ -46,15 +56,77 @@ class APIError(Exception):
 
 
 class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     type: Literal["text"]
     text: str
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def _unset(value: object) -> bool:
+    return value is None
 
-    role: Literal["system", "developer", "user", "assistant"]
+
+def _one_of(*neutral: object) -> Callable[[object], bool]:
+    return lambda value: value is None or any(value == n for n in neutral)
+
+
+# Every OpenAI field this deployment does not implement, with the values that ask for
+# nothing beyond what gale does (accepted) and what the refusal tells a client to do.
+Unsupported = dict[str, tuple[Callable[[object], bool], str]]
+LEAVE_OUT = "leave it out"
+COMMON_UNSUPPORTED: Unsupported = {
+    "n": (_one_of(1), "send n=1 (or leave it out) and one request per completion"),
+    "seed": (_unset, LEAVE_OUT),
+    "presence_penalty": (_one_of(0), "leave it out or send 0"),
+    "frequency_penalty": (_one_of(0), "leave it out or send 0"),
+    "logit_bias": (_one_of({}), "leave it out or send {}"),
+}
+CHAT_UNSUPPORTED: Unsupported = {
+    **COMMON_UNSUPPORTED,
+    "tools": (_unset, LEAVE_OUT + "; this deployment does not call tools"),
+    "tool_choice": (_unset, LEAVE_OUT + "; this deployment does not call tools"),
+    "parallel_tool_calls": (_unset, LEAVE_OUT + "; this deployment does not call tools"),
+    "functions": (_unset, LEAVE_OUT + "; this deployment does not call functions"),
+    "function_call": (_unset, LEAVE_OUT + "; this deployment does not call functions"),
+    "response_format": (_one_of({"type": "text"}), 'leave it out or send {"type": "text"}'),
+    "logprobs": (_one_of(False), "leave it out or send false"),
+    "modalities": (_one_of(["text"]), 'leave it out or send ["text"]'),
+    "audio": (_unset, LEAVE_OUT),
+    "prediction": (_unset, LEAVE_OUT),
+    "reasoning_effort": (_unset, LEAVE_OUT),
+    "verbosity": (_unset, LEAVE_OUT),
+    "web_search_options": (_unset, LEAVE_OUT),
+}
+COMPLETION_UNSUPPORTED: Unsupported = {
+    **COMMON_UNSUPPORTED,
+    "logprobs": (_unset, LEAVE_OUT),
+    "echo": (_one_of(False), "leave it out or send false"),
+    "suffix": (_one_of(""), "leave it out"),
+    "best_of": (_one_of(1), "leave it out or send 1"),
+}
+# Fields of an OpenAI message beyond role and content; none is implemented.
+MESSAGE_UNSUPPORTED = ("name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio")
+# OpenAI fields that change nothing in the answer: accepted and dropped (docs/api.md).
+DROPPED = ("user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier")
+
+
+def unsupported(param: str, hint: str, what: str | None = None) -> APIError:
+    """The refusal of a field gale does not implement, naming it and what to do instead."""
+    message = f"{what or repr(param)} is not supported by this deployment; {hint}"
+    return APIError(400, message, param=param)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart]
+    name: Any = None
+    tool_calls: Any = None
+    tool_call_id: Any = None
+    function_call: Any = None
+    refusal: Any = None
+    audio: Any = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -65,7 +137,19 @@ class Message(BaseModel):
         )
         if not isinstance(value, str) and not parts_ok:
             raise ValueError('must be a string or a list of {"type": "text", "text": "..."} parts')
+        for part in value if isinstance(value, list) else []:
+            for key in set(part) - {"type", "text"}:
+                raise ValueError(f"unknown field '{key}' in a content part; leave it out")
         return value
+
+    def refuse_unsupported(self, where: str) -> None:
+        """Raise an `APIError` for the first part of this message gale cannot honour."""
+        if self.role in ("tool", "function"):
+            what = f"role '{self.role}'"
+            raise unsupported(f"{where}.role", "it needs tool calling", what)
+        for name in MESSAGE_UNSUPPORTED:
+            if getattr(self, name) is not None:
+                raise unsupported(f"{where}.{name}", LEAVE_OUT)
 
     def as_template_input(self) -> dict[str, str]:
         """The message as a chat template takes it: text content, known roles."""
@@ -78,23 +162,37 @@ class Message(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
+
     include_usage: StrictBool = False
+    include_obfuscation: StrictBool | None = None  # padding of streamed events: dropped
 
 
 class Body(BaseModel):
-    # OpenAI clients send extras (user, seed, logprobs...): ignore what we do not use.
-    model_config = ConfigDict(extra="ignore")
+    # A field gale does not know is refused, never ignored (docs/api.md lists them all).
+    model_config = ConfigDict(extra="forbid")
+    unsupported_fields: ClassVar[Unsupported] = COMMON_UNSUPPORTED
 
     model: str | None = None
     temperature: Float | None = Field(default=None, ge=0, le=2)
     top_p: Float | None = Field(default=None, gt=0, le=1)
     top_k: Int | None = Field(default=None, ge=1)
     max_tokens: Int | None = Field(default=None, ge=1)
-    n: Int | None = None
+    n: Int | None = Field(default=None, ge=1, le=128)
     stop: str | list[str] | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
+    seed: Int | None = None
+    presence_penalty: Float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: Float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[Int, Field(ge=-100, le=100)]] | None = None
+    # Accepted and dropped: they change nothing in the answer.
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: StrictBool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
 
     @field_validator("stop")
     @classmethod
@@ -104,16 +202,89 @@ class Body(BaseModel):
             raise ValueError("at most 4 stop sequences")
         if any(not stop for stop in stops):
             raise ValueError("stop sequences must not be empty")
+        if any(len(stop) > MAX_STOP_LENGTH for stop in stops):
+            raise ValueError(f"stop sequences must be at most {MAX_STOP_LENGTH} characters")
         return value
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(
+        cls, value: StreamOptions | None, info: ValidationInfo
+    ) -> StreamOptions | None:
+        if value is not None and info.data.get("stream") is not True:
+            raise ValueError("only allowed when stream is true")
+        return value
+
+    def refuse_unsupported(self) -> None:
+        """Raise an `APIError` for the first field set to something gale does not implement."""
+        for name, (accepted, hint) in self.unsupported_fields.items():
+            if name in self.model_fields_set and not accepted(getattr(self, name)):
+                raise unsupported(name, hint)
 
 
 class ChatBody(Body):
+    unsupported_fields: ClassVar[Unsupported] = CHAT_UNSUPPORTED
+
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: Int | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: Int | None = Field(default=None, ge=0, le=20)
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    web_search_options: dict[str, Any] | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("logprobs") is not True:
+            raise ValueError("needs logprobs: true")
+        return value
+
+    def refuse_unsupported(self) -> None:
+        """Raise an `APIError` for the first field or message part gale does not implement."""
+        super().refuse_unsupported()
+        for index, message in enumerate(self.messages):
+            message.refuse_unsupported(f"messages.{index}")
 
 
 class CompletionBody(Body):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    unsupported_fields: ClassVar[Unsupported] = COMPLETION_UNSUPPORTED
+
+    prompt: str | list[str] | list[Int] | list[list[Int]]
+    logprobs: Int | None = Field(default=None, ge=0, le=5)
+    echo: StrictBool | None = None
+    suffix: str | None = None
+    best_of: Int | None = Field(default=None, ge=1, le=20)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty_list(cls, value: object) -> object:
+        if value == []:
+            raise ValueError("must not be an empty list")
+        return value
+
+    @property
+    def text(self) -> str:
+        """The one prompt's text (a list of one string counts as that string)."""
+        return self.prompt if isinstance(self.prompt, str) else str(self.prompt[0])
+
+    def refuse_unsupported(self) -> None:
+        """Raise an `APIError` for the first field gale does not implement."""
+        super().refuse_unsupported()
+        if isinstance(self.prompt, list) and not (
+            len(self.prompt) == 1 and isinstance(self.prompt[0], str)
+        ):
+            what = "a list of several prompts or of token ids"
+            raise unsupported("prompt", "send one prompt, as a string, per request", what)
 
 
 def parse(model: type[_M], raw: bytes) -> _M:
@@ -121,18 +292,25 @@ def parse(model: type[_M], raw: bytes) -> _M:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise APIError(400, f"the body is not valid JSON: {error}", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object")
     try:
-        return model.model_validate_json(raw)
+        body = model.model_validate_json(raw)
     except ValidationError as error:
         first = error.errors()[0]
         # Union members add type tags ("str", "list[...]") to the location: drop them.
         where = ".".join(str(part) for part in first["loc"] if _is_field(part))
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field; leave it out (gale's docs/api.md lists the fields it takes)"
         raise APIError(
             400, f"{where}: {message}" if where else message, param=where or None
         ) from None
+    if isinstance(body, Body):
+        body.refuse_unsupported()
+    return body
 
 
 def _is_field(part: str | int) -> bool:

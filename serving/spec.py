@@ -48,7 +48,15 @@ def parse_model_ref(text: str) -> ModelRef:
                 f"'{text}' is not a Hugging Face reference; write hf:ORG/NAME or "
                 "hf:ORG/NAME@REVISION, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct@main"
             )
-        return ModelRef("hf", match["repo"], match["revision"])
+        revision = match["revision"]
+        # Both become paths in the hub cache: nothing may climb out of it or hide in it.
+        parts = revision.split("/") if revision else []
+        if ".." in text or any(not part or part.startswith(".") for part in parts):
+            raise ValueError(
+                f"'{text}' is not a Hugging Face reference: the name and revision may not "
+                "contain '..', and no part of a revision may be empty or start with '.'"
+            )
+        return ModelRef("hf", match["repo"], revision)
     if text.startswith(("/", "~", "./", "../")):
         if not text.startswith("/"):
             raise ValueError(

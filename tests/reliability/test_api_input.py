@@ -61,7 +61,7 @@ message = st.fixed_dictionaries(
     optional={
         "role": _field(st.sampled_from(["user", "system", "assistant", "developer", "tool", ""])),
         "content": _field(st.text(max_size=30), st.lists(part, max_size=2)),
-        "name": st.text(max_size=5),
+        "name": st.sampled_from([None, None, None, "bob"]),
     },
 )
 COMMON = {
@@ -74,7 +74,7 @@ COMMON = {
     "stop": _field(st.sampled_from(["", "x", ["a"], ["", "b"], ["1", "2", "3", "4", "5"]])),
     "stream": _field(st.booleans()),
     "stream_options": _field(
-        st.fixed_dictionaries({}, optional={"include_usage": _field(st.booleans())})
+        st.none(), st.fixed_dictionaries({}, optional={"include_usage": _field(st.booleans())})
     ),
     "user": st.text(max_size=5),
 }
@@ -93,6 +93,17 @@ completion_body = st.fixed_dictionaries(
         "prompt": _field(st.text(max_size=30), st.lists(st.text(max_size=8), max_size=2)),
     },
 )
+# Most fuzzed bodies carry some refused field: these are valid, so the sweep reaches the model.
+valid_chat_body = st.fixed_dictionaries(
+    {"messages": st.lists(st.just(HELLO[0]), min_size=1, max_size=2)},
+    optional={
+        "max_tokens": st.integers(1, FUZZ_MAX_LENGTH),
+        "temperature": st.floats(0, 2),
+        "stream": st.booleans(),
+        "n": st.just(1),
+        "user": st.text(max_size=5),
+    },
+)
 AUTH = ["mine", "mine", "mine", "none", "wrong", "other", "basic", "empty-bearer"]
 
 
@@ -104,7 +115,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     )
     auth = draw(st.sampled_from(AUTH))
     if kind == "chat":
-        body = draw(chat_body | json_value)
+        body = draw(chat_body | valid_chat_body | json_value)
         return {"method": "POST", "path": CHAT, "auth": auth, "json": body}
     if kind == "completions":
         body = draw(completion_body | json_value)
@@ -295,7 +306,92 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
         "request_too_large",
     ),
     ("top_p 1 is fine", CHAT, {"messages": HELLO, "top_p": 1, "max_tokens": 1}, 200, None),
+    ("unknown field", CHAT, {"messages": HELLO, "temprature": 1}, 400, "temprature"),
+    (
+        "stream_options without stream",
+        CHAT,
+        {"messages": HELLO, "stream_options": {"include_usage": True}},
+        400,
+        "stream_options",
+    ),
+    (
+        "top_logprobs without logprobs",
+        CHAT,
+        {"messages": HELLO, "top_logprobs": 1},
+        400,
+        "top_logprobs",
+    ),
+    ("n of 0", CHAT, {"messages": HELLO, "n": 0}, 400, "n"),
+    (
+        "dropped fields are fine",
+        CHAT,
+        {"messages": HELLO, "max_tokens": 1, "user": "u", "metadata": {"a": "b"}, "store": False},
+        200,
+        None,
+    ),
 ]
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+# Fields this deployment does not implement: each refused with a 400 naming it.
+REFUSED: list[tuple[str, str, Any]] = [
+    (CHAT, "tools", [TOOL]),
+    (CHAT, "tool_choice", "required"),
+    (CHAT, "parallel_tool_calls", True),
+    (CHAT, "functions", [{"name": "f"}]),
+    (CHAT, "function_call", {"name": "f"}),
+    (CHAT, "response_format", {"type": "json_object"}),
+    (CHAT, "logprobs", True),
+    (CHAT, "modalities", ["audio"]),
+    (CHAT, "audio", {"voice": "alloy"}),
+    (CHAT, "prediction", {"type": "content", "content": "x"}),
+    (CHAT, "reasoning_effort", "high"),
+    (CHAT, "verbosity", "high"),
+    (CHAT, "web_search_options", {}),
+    (CHAT, "seed", 7),
+    (CHAT, "n", 2),
+    (CHAT, "presence_penalty", 1.5),
+    (CHAT, "frequency_penalty", 0.1),
+    (CHAT, "logit_bias", {"42": 10}),
+    (COMPLETIONS, "seed", 7),
+    (COMPLETIONS, "n", 2),
+    (COMPLETIONS, "presence_penalty", -1),
+    (COMPLETIONS, "frequency_penalty", 1),
+    (COMPLETIONS, "logit_bias", {"42": -10}),
+    (COMPLETIONS, "logprobs", 2),
+    (COMPLETIONS, "echo", True),
+    (COMPLETIONS, "suffix", "!"),
+    (COMPLETIONS, "best_of", 3),
+    (COMPLETIONS, "prompt", ["a", "b"]),
+    (COMPLETIONS, "prompt", [15496, 11]),
+]
+CASES += [
+    (
+        f"{field} refused on {path}",
+        path,
+        {**({"messages": HELLO} if path == CHAT else {"prompt": "Hello"}), field: value},
+        400,
+        field,
+    )
+    for path, field, value in REFUSED
+]
+CASES += [
+    (
+        f"message {field} refused",
+        CHAT,
+        {"messages": [{"role": "user", "content": "Hi", field: "x"}]},
+        400,
+        f"messages.0.{field}",
+    )
+    for field in ("name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio")
+]
+CASES.append(
+    (
+        "tool message refused",
+        CHAT,
+        {"messages": [{"role": "tool", "content": "42", "tool_call_id": None}]},
+        400,
+        "messages.0.role",
+    )
+)
 
 
 @pytest.mark.parametrize(
@@ -322,6 +418,8 @@ def test_listed_bad_input(
             error = assert_envelope(response)
             if expect is not None:
                 assert expect in (error["code"], error["param"]), error
+            if "refused" in what:
+                assert "not supported by this deployment" in error["message"], error
         assert client.get("/health").status_code == 200
 
 

@@ -87,7 +87,6 @@ async def test_chat_accepts_text_parts_the_spec_model_name_and_extras(
             "messages": parts,
             "max_tokens": 16,
             "user": "someone",
-            "seed": 3,
             "stream_options": None,
         },
     )
