@@ -37,7 +37,8 @@ from bench.stack import (
     wait_until,
 )
 from gale_cli.cluster import ServeClient
-from serving.engines.base import Engine, load_engine
+from serving.engines.base import Engine
+from serving.engines.factory import load_engine
 from serving.keys import generate_key
 from serving.spec import DeploymentSpec
 

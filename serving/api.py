@@ -19,7 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from serving.engines.base import Chunk, Engine, EngineError, SamplingParams
+from serving.engines.base import Chunk, Engine, SamplingParams
+from serving.engines.errors import EngineError
 from serving.keys import match_key
 from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
 from serving.state import ServingState

@@ -70,7 +70,7 @@ class GaleModel:
         max_num_seqs: int | None = None,
     ) -> None:
         from serving.api import ServingState
-        from serving.engines.base import load_engine
+        from serving.engines.factory import load_engine
 
         logger.info("gale: loading %s for hardware profile %s", model, hardware)
         # Off the replica's event loop: loading takes seconds to minutes, and the

@@ -22,13 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from serving.engines.base import (
-    Chunk,
-    EngineError,
-    HFTokenizerEngine,
-    ModelLoadError,
-    SamplingParams,
-)
+from serving.engines.base import Chunk, HFTokenizerEngine, SamplingParams
+from serving.engines.errors import EngineError, ModelLoadError
 from serving.engines.running_batch import Request, Row, RunningBatch
 from serving.engines.text import IncrementalDecoder
 

@@ -28,13 +28,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from serving.engines.base import (
     Chunk,
     Completion,
-    EngineError,
     FinishReason,
     HFTokenizerEngine,
-    ModelLoadError,
     SamplingParams,
     collect,
 )
+from serving.engines.errors import EngineError, ModelLoadError
 
 if TYPE_CHECKING:
     from serving.catalog import HardwareProfile

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from serving import catalog
-from serving.engines.base import Engine, ModelLoadError, SamplingParams, choose_engine, load_engine
+from serving.engines.base import Engine, SamplingParams
+from serving.engines.errors import ModelLoadError
+from serving.engines.factory import choose_engine, load_engine
 from serving.engines.vllm_engine import VLLMEngine, cpu_settings, gpu_settings
 from serving.engines.vllm_settings import VLLMSettings, cpu_thread_env
 from serving.model_cache import hf_folder
