@@ -31,9 +31,6 @@ UNAUTHORIZED = "Invalid or missing API key. Send it as 'Authorization: Bearer <k
 
 def build_api(engine: Engine, state: ServingState) -> FastAPI:
     """The ASGI app serving `engine` under OpenAI's routes, governed by `state`."""
-    if state.engine is None:
-        state.engine = engine
-        engine.set_batch_size(state.parameters.batch_size)
     app = FastAPI(title="gale", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(APIError, _error_response)
     app.add_exception_handler(HTTPException, _error_response)

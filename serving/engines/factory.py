@@ -19,7 +19,7 @@ def load_engine(
     model_ref_text: str,
     hardware_profile: HardwareProfile | str | None = None,
     trust_remote_code: bool = False,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     engine: str = "auto",
     kv_cache_gb: float | None = None,
 ) -> Engine:
@@ -29,7 +29,10 @@ def load_engine(
     (vLLM without a CUDA device runs its CPU build); "auto" is vLLM when this
     replica sees a CUDA device and vllm is installed, else transformers, which
     starts in seconds where vLLM's CPU build takes about a minute and a half.
-    `kv_cache_gb` overrides the vLLM CPU KV cache size the profile implies.
+    `batch_size` is what vLLM sizes its batch by at start (`max_num_seqs`); the
+    transformers engine takes it in place, so a replica leaves it None there and
+    sets it from its user_config. `kv_cache_gb` overrides the vLLM CPU KV cache
+    size the profile implies.
     """
     from serving import catalog
     from serving.model_source import resolve
@@ -43,13 +46,21 @@ def load_engine(
     chosen = choose_engine(engine)
     if chosen == "vllm":
         from serving.engines.vllm_engine import VLLMEngine
+        from serving.spec import DeploymentSpec
 
+        if batch_size is None:
+            # `auto` chose vLLM where the spec expected transformers (a GPU it did not
+            # ask for), so the args carry no max_num_seqs: start at the spec's default.
+            batch_size = DeploymentSpec.model_fields["batch_size"].default
         return VLLMEngine.load(
-            source, profile=profile, batch_size=batch_size, kv_cache_gb=kv_cache_gb
+            source, profile=profile, max_num_seqs=batch_size, kv_cache_gb=kv_cache_gb
         )
     from serving.engines.transformers_engine import TransformersEngine
 
-    return TransformersEngine.load(source, profile=profile, batch_size=batch_size)
+    loaded = TransformersEngine.load(source, profile=profile)
+    if batch_size is not None:
+        loaded.set_batch_size(batch_size)
+    return loaded
 
 
 def choose_engine(engine: str, gpu_ready: bool | None = None) -> Literal["transformers", "vllm"]:
