@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 DATA_DIR = Path(__file__).parent / "data"
 
 
-class ModelSource(BaseModel):
+class WeightsOrigin(BaseModel):
     """Where a catalog model's weights come from: a Hugging Face repo or a packaged file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -32,7 +32,7 @@ class CatalogModel(BaseModel):
     id: str
     name: str
     family: str
-    source: ModelSource
+    source: WeightsOrigin
     params_b: float = Field(gt=0)
     context_length: int = Field(gt=0)
     layers: int = Field(gt=0)
