@@ -23,7 +23,7 @@ from serving.engines.base import Chunk, Engine, SamplingParams
 from serving.engines.errors import EngineError
 from serving.keys import match_key
 from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
-from serving.state import ServingState
+from serving.replica_state import ServingState
 
 MAX_BODY_BYTES = 1024 * 1024
 UNAUTHORIZED = "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."

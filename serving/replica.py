@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from serving import catalog
+from serving.replica_state import ServingState
 from serving.spec import parse_model_ref
-from serving.state import ServingState
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
