@@ -1,4 +1,4 @@
-"""The Ray Serve entry point (`serving.app:build_app`): one deployment per gale deployment.
+"""The Ray Serve deployment: one per gale deployment (entry point `serving.app:build_app`).
 
 Each replica loads the engine once from the bound `AppArgs`, serves the OpenAI
 routes of `serving.api` through a FastAPI app built after the engine is loaded,

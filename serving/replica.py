@@ -1,6 +1,6 @@
 """One replica without Ray: the args it starts with, its engine, and its in-place state.
 
-`serving.app` wraps this in a Serve deployment. Each value takes one path: what
+`serving.deployment` wraps this in a Serve deployment. Each value takes one path: what
 `AppArgs` holds is fixed for the replica's life (the engine is loaded from it);
 what `user_config` holds is applied in place by `reconfigure`. The batch size
 is in the args only for engines that size their batch at start (vLLM's

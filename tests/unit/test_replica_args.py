@@ -1,12 +1,14 @@
-"""The replica's one `AppArgs` reads every `args` the Serve config is written with."""
+"""The replica's entry: the import path Serve configs name, and the one `AppArgs` it binds."""
 
 from __future__ import annotations
+
+import importlib
 
 import pytest
 from pydantic import ValidationError
 
 from serving.replica import AppArgs
-from serving.serve_config import to_serve_application
+from serving.serve_config import IMPORT_PATH, to_serve_application
 from serving.spec import DeploymentSpec
 
 
@@ -30,3 +32,11 @@ def test_unknown_args_are_refused() -> None:
         )
     with pytest.raises(ValidationError, match="unknown hardware profile"):
         AppArgs.model_validate({"model": "smollm2-135m-instruct", "hardware": "tpu-v9"})
+
+
+def test_the_import_path_in_serve_configs_names_the_builder() -> None:
+    # Live clusters' configs hold this path: it must keep resolving after any move.
+    from serving.deployment import build_app
+
+    module, _, name = IMPORT_PATH.partition(":")
+    assert getattr(importlib.import_module(module), name) is build_app
