@@ -30,7 +30,8 @@ from bench.load import (
 from bench.report import machine
 from devstack import BUNDLED_MODEL, deploy, eventually, local_head, throwaway_home
 from gale_cli.cluster import ServeClient
-from serving.engines.base import Engine, load_engine
+from serving.engines.base import Engine
+from serving.engines.factory import load_engine
 from serving.keys import generate_key
 from serving.spec import DeploymentSpec
 

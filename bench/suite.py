@@ -24,7 +24,7 @@ from devstack import BUNDLED_MODEL, GALE, local_head, throwaway_home
 
 LOAD_SCRIPT = (
     "import time; t = time.perf_counter(); import torch; torch.set_num_threads({cpus}); "
-    "from serving.engines.base import load_engine; "
+    "from serving.engines.factory import load_engine; "
     "load_engine({model!r}, {hardware!r}, engine={engine!r}); print(time.perf_counter() - t)"
 )
 

@@ -22,10 +22,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from jinja2 import TemplateError
 from starlette.exceptions import HTTPException
 
-from serving.engines.base import Chunk, Engine, EngineError, SamplingParams
+from serving.engines.base import Chunk, Engine, SamplingParams
+from serving.engines.errors import EngineError
 from serving.keys import match_key
 from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
-from serving.state import ServingState
+from serving.replica_state import ServingState
 
 MAX_BODY_BYTES = 1024 * 1024
 # The whole body must arrive within this time: a client trickling it would hold a slot.
@@ -41,9 +42,6 @@ logger = logging.getLogger("ray.serve")
 
 def build_api(engine: Engine, state: ServingState) -> FastAPI:
     """The ASGI app serving `engine` under OpenAI's routes, governed by `state`."""
-    if state.engine is None:
-        state.engine = engine
-        engine.set_batch_size(state.parameters.batch_size)
     app = FastAPI(title="gale", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(APIError, _error_response)
     app.add_exception_handler(HTTPException, _error_response)

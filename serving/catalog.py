@@ -15,7 +15,7 @@ DATA_DIR = Path(__file__).parent / "data"
 GIB = 1024**3
 
 
-class ModelSource(BaseModel):
+class WeightsOrigin(BaseModel):
     """Where a catalog model's weights come from: a Hugging Face repo or a packaged file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -34,7 +34,7 @@ class CatalogModel(BaseModel):
     id: str
     name: str
     family: str
-    source: ModelSource
+    source: WeightsOrigin
     params_b: float = Field(gt=0)
     context_length: int = Field(gt=0)
     layers: int = Field(gt=0)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from serving.engines.base import ModelLoadError
+from serving.engines.errors import ModelLoadError
 from serving.model_source import ModelSource
 
 logger = logging.getLogger("ray.serve")

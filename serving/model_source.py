@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from serving import catalog
-from serving.engines.base import ModelLoadError
+from serving.engines.errors import ModelLoadError
 from serving.spec import ModelRef, parse_model_ref
 
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

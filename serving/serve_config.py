@@ -1,9 +1,11 @@
 """Spec ⇄ Ray Serve application config: two pure functions and the rules between them.
 
-Where each part of the spec lives decides what a change costs (DESIGN.md, decisions 2 and 4):
+Where each part of the spec lives decides what a change costs (README, "How a spec becomes
+a Serve application"):
 
-- `args`: what needs new replicas (the model, its code, the hardware). A change
-  here is a rolling replacement.
+- `args`: what needs new replicas (the model, its code, the hardware, the engine
+  and, for vLLM, the batch size). A change here is a rolling replacement. The
+  replica reads them as one `serving.replica.AppArgs`.
 - `deployments[0].user_config`: what a replica applies in place through
   `reconfigure()`: general details, sampling defaults, batch size, API key hashes.
 - `deployments[0].autoscaling_config`: replica bounds and delays, also in place.
@@ -87,8 +89,12 @@ def to_serve_application(
 
 
 def engine_args(spec: DeploymentSpec) -> dict[str, Any]:
-    """The `args`: what the engine is started with. vLLM sizes its batch at start-up
-    (`max_num_seqs`), so for it the batch size is here too and a change replaces replicas."""
+    """The `args`: what the engine is started with (`serving.replica.AppArgs` reads them).
+
+    vLLM sizes its batch at start-up (`max_num_seqs`), so for it the batch size is
+    here, a change replaces replicas, and the replica leaves the user_config's copy
+    to the state; every other engine takes it from user_config alone.
+    """
     args = {field: getattr(spec, field) for field in ARGS_FIELDS}
     if spec.effective_engine == "vllm":
         args["max_num_seqs"] = spec.batch_size

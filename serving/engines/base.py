@@ -6,6 +6,8 @@ the transformers engine runs its own decoding loop that admits callers between
 steps; vLLM's `AsyncLLM` takes them one by one into its continuous batching.
 Either way a caller awaits one stream per request, and leaving the stream early
 (break, `aclose()`, cancellation) frees the request's slot.
+
+This module imports no engine: `serving.engines.factory` picks and loads one.
 """
 
 from __future__ import annotations
@@ -13,20 +15,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from serving.catalog import HardwareProfile
+from serving.engines.errors import EngineError
 
 FinishReason = Literal["stop", "length"]
-
-
-class EngineError(Exception):
-    """An engine failed to load or to generate."""
-
-
-class ModelLoadError(EngineError):
-    """The model could not be found or loaded; the message says what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -150,71 +143,3 @@ class HFTokenizerEngine(Engine):
             raise ValueError("the prompt is empty")
         if len(prompt_ids) + params.max_tokens > self.context_length:
             raise ValueError(f"prompt plus max_tokens exceeds {self.context_length} tokens")
-
-
-def load_engine(
-    model_ref_text: str,
-    hardware_profile: HardwareProfile | str | None = None,
-    trust_remote_code: bool = False,
-    batch_size: int = 8,
-    engine: str = "auto",
-    kv_cache_gb: float | None = None,
-) -> Engine:
-    """Load the model a spec names onto what this replica has (blocking; may take minutes).
-
-    `engine` is the spec's field: "vllm" and "transformers" are honoured as asked
-    (vLLM without a CUDA device runs its CPU build); "auto" is vLLM when this
-    replica sees a CUDA device and vllm is installed, else transformers, which
-    starts in seconds where vLLM's CPU build takes about a minute and a half.
-    `kv_cache_gb` overrides the vLLM CPU KV cache size the profile implies.
-    """
-    from serving import catalog
-    from serving.model_source import resolve
-
-    profile = (
-        catalog.hardware()[hardware_profile]
-        if isinstance(hardware_profile, str)
-        else hardware_profile
-    )
-    source = resolve(model_ref_text, trust_remote_code=trust_remote_code)
-    chosen = choose_engine(engine)
-    if chosen == "vllm":
-        from serving.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine.load(
-            source, profile=profile, batch_size=batch_size, kv_cache_gb=kv_cache_gb
-        )
-    from serving.engines.transformers_engine import TransformersEngine
-
-    return TransformersEngine.load(source, profile=profile, batch_size=batch_size)
-
-
-def choose_engine(engine: str, gpu_ready: bool | None = None) -> Literal["transformers", "vllm"]:
-    """The engine a replica runs for the spec's `engine` field; auto is decided here.
-
-    `gpu_ready`: whether this replica has a CUDA device and vllm imports (found
-    out when None).
-    """
-    if engine in ("transformers", "vllm"):
-        return engine  # type: ignore[return-value]
-    if engine != "auto":
-        raise ModelLoadError(f"unknown engine '{engine}'; use auto, transformers or vllm")
-    if gpu_ready is None:
-        gpu_ready = _has_cuda() and _vllm_importable()
-    return "vllm" if gpu_ready else "transformers"
-
-
-def _has_cuda() -> bool:
-    # A replica placed on logical GPUs of a CPU machine has CUDA_VISIBLE_DEVICES
-    # set but no device: torch is the judge.
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def _vllm_importable() -> bool:
-    try:
-        import vllm  # noqa: F401
-    except Exception:  # ImportError, or a build that does not match this machine
-        return False
-    return True

@@ -22,13 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from serving.engines.base import (
-    Chunk,
-    EngineError,
-    HFTokenizerEngine,
-    ModelLoadError,
-    SamplingParams,
-)
+from serving.engines.base import Chunk, HFTokenizerEngine, SamplingParams
+from serving.engines.errors import EngineError, ModelLoadError
 from serving.engines.running_batch import Request, Row, RunningBatch
 from serving.engines.text import IncrementalDecoder
 
@@ -54,7 +49,6 @@ class TransformersEngine(HFTokenizerEngine):
         context_length: int,
         device: Literal["cuda", "cpu"],
         device_description: str,
-        batch_size: int = 8,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -62,8 +56,9 @@ class TransformersEngine(HFTokenizerEngine):
         self.context_length = context_length
         self.device = device
         self.device_description = device_description
+        # One request at a time until told the deployment's batch size: a replica sets
+        # it from its user_config before it takes traffic.
         self._batch_size = 1
-        self.set_batch_size(batch_size)
         self._eos = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self._pad = pad if pad is not None else min(self._eos, default=0)
@@ -82,7 +77,7 @@ class TransformersEngine(HFTokenizerEngine):
 
     @classmethod
     def load(
-        cls, source: ModelSource, profile: HardwareProfile | None = None, batch_size: int = 8
+        cls, source: ModelSource, profile: HardwareProfile | None = None
     ) -> TransformersEngine:
         """Load tokenizer and model from a resolved source onto the GPU if one is visible."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -122,7 +117,6 @@ class TransformersEngine(HFTokenizerEngine):
             context_length=int(context),
             device=device,
             device_description=description,
-            batch_size=batch_size,
         )
 
     @property

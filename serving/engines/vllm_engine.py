@@ -28,13 +28,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from serving.engines.base import (
     Chunk,
     Completion,
-    EngineError,
     FinishReason,
     HFTokenizerEngine,
-    ModelLoadError,
     SamplingParams,
     collect,
 )
+from serving.engines.errors import EngineError, ModelLoadError
 
 if TYPE_CHECKING:
     from serving.catalog import HardwareProfile
@@ -156,11 +155,14 @@ class VLLMEngine(HFTokenizerEngine):
     def load(
         cls,
         source: ModelSource,
-        profile: HardwareProfile | None = None,
-        batch_size: int = 8,
+        profile: HardwareProfile | None,
+        max_num_seqs: int,
         kv_cache_gb: float | None = None,
     ) -> VLLMEngine:
-        """Start vLLM on the source's weights (a GGUF file is converted once, then cached)."""
+        """Start vLLM on the source's weights (a GGUF file is converted once, then cached).
+
+        `max_num_seqs` is the batch size, fixed for the engine's life.
+        """
         import torch
 
         try:
@@ -180,14 +182,14 @@ class VLLMEngine(HFTokenizerEngine):
         if torch.cuda.is_available():
             device: Literal["cuda", "cpu"] = "cuda"
             total = torch.cuda.get_device_properties(0).total_memory / GIB
-            settings = gpu_settings(profile, torch.cuda.device_count(), total, batch_size)
+            settings = gpu_settings(profile, torch.cuda.device_count(), total, max_num_seqs)
             description = (
                 f"CUDA: {torch.cuda.get_device_name(0)} x{settings.tensor_parallel_size} "
                 f"(vLLM, tensor parallel {settings.tensor_parallel_size})"
             )
         else:
             device = "cpu"
-            settings = cpu_settings(profile, weights, batch_size, kv_cache_gb)
+            settings = cpu_settings(profile, weights, max_num_seqs, kv_cache_gb)
             description = "CPU (no GPU visible; vLLM CPU build)"
             if profile is not None and profile.is_gpu:
                 description += f"; profile {profile.id} asks for {profile.gpus} GPU(s)"

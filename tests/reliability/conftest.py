@@ -18,7 +18,8 @@ import pytest
 
 from gale_cli.cluster import ServeClient
 from serving.api import ServingState, build_api
-from serving.engines.base import Engine, load_engine
+from serving.engines.base import Engine
+from serving.engines.factory import load_engine
 from serving.keys import KeyRecord, generate_key
 
 FULL = os.environ.get("GALE_RELIABILITY") == "full"

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from serving.api import ServingState, build_api
-from serving.engines.base import Engine, load_engine
+from serving.engines.base import Engine
+from serving.engines.factory import load_engine
 from serving.keys import KeyRecord, generate_key
 
 BUNDLED = "smollm2-135m-instruct"

@@ -10,7 +10,10 @@ import httpx
 import pytest
 
 from serving.api import ServingState
+from serving.engines.base import Engine
 from serving.keys import KeyRecord
+from serving.replica import AppArgs, Replica
+from tests.serving.conftest import BUNDLED
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
 
@@ -213,17 +216,29 @@ async def test_concurrent_requests_keep_their_own_settings(client: httpx.AsyncCl
 
 
 async def test_batch_size_changes_in_place(
-    client: httpx.AsyncClient, state: ServingState, user_config: dict[str, Any]
+    client: httpx.AsyncClient, engine: Engine, state: ServingState, user_config: dict[str, Any]
 ) -> None:
     assert (await client.get("/health")).json()["batch_size"] == 8
+    # Args without max_num_seqs: the batch size is user_config's, applied by reconfigure.
+    replica = Replica(AppArgs(model=BUNDLED, hardware="cpu"), engine, state)
     user_config["parameters"]["batch_size"] = 2
-    state.update(user_config)
-    assert state.engine is not None and state.engine.batch_size == 2
+    replica.reconfigure(user_config)
+    assert state.parameters.batch_size == 2 and engine.batch_size == 2
     assert (await client.get("/health")).json()["batch_size"] == 2
     responses = await asyncio.gather(
         *(client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2}) for _ in range(3))
     )
     assert [r.status_code for r in responses] == [200, 200, 200]
+
+
+async def test_batch_size_from_args_is_not_changed_in_place(
+    engine: Engine, state: ServingState, user_config: dict[str, Any]
+) -> None:
+    # An engine sized at start (vLLM's max_num_seqs) takes its batch size from args only.
+    replica = Replica(AppArgs(model=BUNDLED, hardware="cpu", max_num_seqs=8), engine, state)
+    user_config["parameters"]["batch_size"] = 2
+    replica.reconfigure(user_config)
+    assert state.parameters.batch_size == 2 and engine.batch_size == 8
 
 
 async def test_invalid_user_config_changes_nothing(

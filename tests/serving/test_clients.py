@@ -11,7 +11,8 @@ import openai
 import pytest
 
 from serving.api import ServingState, build_api
-from serving.engines.base import Chunk, Engine, EngineError, SamplingParams
+from serving.engines.base import Chunk, Engine, SamplingParams
+from serving.engines.errors import EngineError
 from serving.keys import KeyRecord
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]

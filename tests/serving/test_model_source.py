@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.engines.base import ModelLoadError
+from serving.engines.errors import ModelLoadError
 from serving.model_source import resolve
 
 

@@ -13,7 +13,9 @@ import torch
 
 from devstack import eventually_async
 from serving import catalog
-from serving.engines.base import Engine, ModelLoadError, SamplingParams, choose_engine, load_engine
+from serving.engines.base import Engine, SamplingParams
+from serving.engines.errors import ModelLoadError
+from serving.engines.factory import choose_engine, load_engine
 from serving.engines.vllm_engine import VLLMEngine, cpu_settings, gpu_settings
 from serving.engines.vllm_settings import VLLMSettings, cpu_thread_env
 from serving.model_cache import hf_folder

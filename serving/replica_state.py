@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ConfigDict, create_model
 
 from serving.keys import KeyRecord
 from serving.serve_config import SAMPLING_FIELDS
 from serving.spec import DeploymentSpec
-
-if TYPE_CHECKING:
-    from serving.engines.base import Engine
 
 # The spec's own field rules (bounds, defaults), so the server never drifts from the CLI.
 Parameters = create_model(  # type: ignore[call-overload]
@@ -27,12 +24,9 @@ Parameters = create_model(  # type: ignore[call-overload]
 
 
 class ServingState:
-    """What a replica may change in place: general details, defaults, batch size, key hashes."""
+    """A replica's user_config as data: general details, defaults, batch size, key hashes."""
 
-    def __init__(
-        self, user_config: Mapping[str, Any] | None = None, engine: Engine | None = None
-    ) -> None:
-        self.engine = engine
+    def __init__(self, user_config: Mapping[str, Any] | None = None) -> None:
         self.name = "model"
         self.description = ""
         self.tags: list[str] = []
@@ -48,5 +42,3 @@ class ServingState:
         self.description = str(user_config.get("description", ""))
         self.tags = list(user_config.get("tags", []))
         self.parameters, self.keys = parameters, keys
-        if self.engine is not None:
-            self.engine.set_batch_size(parameters.batch_size)

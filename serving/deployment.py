@@ -1,0 +1,72 @@
+"""The Ray Serve deployment: one per gale deployment (entry point `serving.app:build_app`).
+
+Each replica loads the engine once from the bound `AppArgs`, serves the OpenAI
+routes of `serving.api` through a FastAPI app built after the engine is loaded,
+and applies the deployment's `user_config` (keys, sampling defaults, batch
+size) in place; `serving.replica` does both without Ray. This is the only gale
+module that imports ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from ray import serve
+from ray.serve import Application
+
+from serving import serve_config
+from serving.replica import AppArgs, Replica
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+# Serve's replica logger: lines land in the replica's log with its id.
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name=serve_config.DEPLOYMENT_NAME)
+@serve.ingress()  # late-bound: __serve_build_asgi_app__ supplies the app after __init__
+class GaleModel:
+    """One replica: the loaded engine, the in-place state, and the OpenAI app in front."""
+
+    # Serve awaits an async constructor (the ingress wrapper's own __init__ is async).
+    async def __init__(self, args: AppArgs) -> None:  # type: ignore[misc]
+        logger.info("gale: loading %s for hardware profile %s", args.model, args.hardware)
+        # Off the replica's event loop: loading takes seconds to minutes, and the
+        # actor should keep answering the controller meanwhile. Serve calls
+        # reconfigure() with the user_config before the replica takes traffic.
+        self.replica = await asyncio.to_thread(Replica.load, args)
+        logger.info(
+            "gale: %s loaded on %s (pid %d, CUDA_VISIBLE_DEVICES=%s)",
+            args.model,
+            self.replica.engine.device_description,
+            os.getpid(),
+            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """The OpenAI-compatible app over this replica's engine and state."""
+        return self.replica.api()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply the deployment's user_config in place: keys, defaults, batch size."""
+        self.replica.reconfigure(user_config)
+        logger.info(
+            "gale: applied user_config (%d keys, batch size %d)",
+            len(self.replica.state.keys),
+            self.replica.engine.batch_size,
+        )
+
+    async def __del__(self) -> None:
+        replica = getattr(self, "replica", None)
+        if replica is not None:
+            await replica.engine.close()
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Serve's application builder: validate `args` and bind the one deployment to them."""
+    # serve.deployment turns the class into a Deployment; mypy still sees the class.
+    return GaleModel.bind(AppArgs.model_validate(args))  # type: ignore[attr-defined]

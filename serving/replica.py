@@ -1,0 +1,84 @@
+"""One replica without Ray: the args it starts with, its engine, and its in-place state.
+
+`serving.deployment` wraps this in a Serve deployment. Each value takes one path: what
+`AppArgs` holds is fixed for the replica's life (the engine is loaded from it);
+what `user_config` holds is applied in place by `reconfigure`. The batch size
+is in the args only for engines that size their batch at start (vLLM's
+`max_num_seqs`); otherwise it comes from user_config alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from serving import catalog
+from serving.replica_state import ServingState
+from serving.spec import parse_model_ref
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from serving.engines.base import Engine
+
+
+class AppArgs(BaseModel):
+    """The application's `args`: what needs new replicas when it changes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    hardware: str
+    engine: Literal["auto", "transformers", "vllm"] = "auto"
+    trust_remote_code: bool = False
+    max_num_seqs: int | None = None  # set for engines that size their batch at start (vLLM)
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, value: str) -> str:
+        parse_model_ref(value)
+        return value
+
+    @field_validator("hardware")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if value not in catalog.hardware():
+            raise ValueError(f"unknown hardware profile '{value}'")
+        return value
+
+
+class Replica:
+    """A loaded engine and the user_config it serves under."""
+
+    def __init__(self, args: AppArgs, engine: Engine, state: ServingState | None = None) -> None:
+        self.args = args
+        self.engine = engine
+        self.state = state if state is not None else ServingState()
+
+    @classmethod
+    def load(cls, args: AppArgs) -> Replica:
+        """Load the engine `args` name (blocking; may take minutes)."""
+        from serving.engines.factory import load_engine
+
+        engine = load_engine(
+            args.model,
+            args.hardware,
+            args.trust_remote_code,
+            batch_size=args.max_num_seqs,
+            engine=args.engine,
+        )
+        return cls(args, engine)
+
+    def reconfigure(self, user_config: Mapping[str, Any]) -> None:
+        """Apply a user_config in place; nothing changes if any part of it is invalid."""
+        self.state.update(user_config)
+        if self.args.max_num_seqs is None:  # else the engine was sized at start, from args
+            self.engine.set_batch_size(self.state.parameters.batch_size)
+
+    def api(self) -> FastAPI:
+        """The OpenAI-compatible app over this replica's engine and state."""
+        from serving.api import build_api
+
+        return build_api(self.engine, self.state)
