@@ -23,7 +23,7 @@ from serving.openai_types import (
     ChatBody,
     CompletionBody,
 )
-from serving.state import ServingState
+from serving.replica_state import ServingState
 from tests.serving.test_api import FRANCE, error_of
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]

@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from serving.api import build_api
-from serving.engines.base import Chunk, Engine, EngineError, SamplingParams
+from serving.engines.base import Chunk, Engine, SamplingParams
+from serving.engines.errors import EngineError
 from serving.keys import KeyRecord
-from serving.state import ServingState
+from serving.replica_state import ServingState
 from tests.serving.test_api import FRANCE, error_of
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]

@@ -97,18 +97,7 @@ def test_find_cycle_finds_one() -> None:
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
-@pytest.mark.parametrize(
-    "package",
-    [
-        "serving",
-        pytest.param(
-            "gale_cli",
-            # Known: cluster re-exports local_head, which takes ClusterConfig through
-            # cluster. Strict, so this marker fails once that cycle is gone.
-            marks=pytest.mark.xfail(strict=True, reason="cluster <-> local_head"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("package", ["serving", "gale_cli"])
 def test_no_import_cycles(package: str) -> None:
     graph = {
         name: {target for target in targets if target.partition(".")[0] == package}
