@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from gale_cli.main import main
+from gale_cli.output import render_review
+from serving.spec import DeploymentSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -225,3 +228,16 @@ def test_a_missing_local_model_path_is_refused_before_submitting(
     code, out, err = run(capsys, *argv, "--model", str(tmp_path / "missing.gguf"))
     assert code == 2 and out == ""
     assert "missing.gguf does not exist on this machine" in err
+
+
+def test_review_shows_each_field_with_its_label() -> None:
+    spec = DeploymentSpec.model_validate(
+        {"name": "demo", "model": "smollm2-135m-instruct", "hardware": "cpu", "stop": ["\n"]}
+    )
+    console = Console(width=200, record=True)
+    console.print(render_review(spec))
+    text = "\n".join(" ".join(line.split()) for line in console.export_text().splitlines())
+    for line in ("Deployment name demo", "Scale-down delay 600 s", "Stop sequences '\\n'"):
+        assert line in text, text
+    assert "Description —" in text and "Engine auto" in text
+    assert "Trust remote code" not in text

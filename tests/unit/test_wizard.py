@@ -8,20 +8,21 @@ from typing import Any
 import pytest
 
 from gale_cli.errors import InvalidSpec
+from gale_cli.specinput import problems
 from gale_cli.wizard import (
     HF_CHOICE,
     TERMS,
-    bounds_hint,
-    field_errors,
     format_answer,
     format_stops,
     parse_hf,
     parse_number,
     parse_stops,
     parse_tags,
+    question,
     run_wizard,
+    steps,
 )
-from serving.spec import DeploymentSpec
+from serving.spec import DeploymentSpec, fields
 
 KEEP = object()  # accept the pre-filled default
 
@@ -339,12 +340,14 @@ def test_hugging_face_model_is_prefilled_when_edited() -> None:
     assert prompter.defaults["Hugging Face repo (ORG/NAME[@REVISION])"] == ["org/name@v1"]
 
 
-def test_model_fixed_by_the_caller() -> None:
-    general = GENERAL[:-1]  # the first step has nowhere to go back to: no Next/Back question
-    script = general + PARAMETERS + HARDWARE + ACCEPT
-    spec, prompter, _ = run(script, {"model": "smollm2-135m-instruct"}, ask_model=False)
-    assert spec is not None
-    assert "General details" not in prompter.asked
+def test_a_given_model_is_not_asked_but_back_reaches_it() -> None:
+    back = [*GENERAL[:-1], ("General details", "back"), ("Model", KEEP)]
+    again = [(label, KEEP) for label, _ in GENERAL[:-1]] + [("General details", "next")]
+    script = back + again + PARAMETERS + HARDWARE + ACCEPT
+    spec, prompter, _ = run(script, {"model": "smollm2-135m-instruct"})
+    assert spec is not None and spec.model == "smollm2-135m-instruct"
+    assert prompter.asked[0] == "Deployment name"
+    assert prompter.defaults["Model"] == ["smollm2-135m-instruct"]
 
 
 def test_a_field_the_wizard_does_not_ask_is_an_error() -> None:
@@ -415,13 +418,30 @@ def test_format_answer(field: str, value: Any, text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "hint"),
-    [("temperature", "0 to 2"), ("top_p", "above 0, at most 1"), ("top_k", "at least 1")],
+    ("field", "text"),
+    [
+        ("temperature", "Temperature (0 to 2)"),
+        ("top_p", "Top p (above 0, at most 1)"),
+        ("max_length", "Maximum length (tokens to generate) (at least 1)"),
+        ("tags", "Tags (comma-separated)"),
+        ("stop", "Stop sequences (separate with |; \\n for a newline)"),
+        ("scale_down_delay", "Scale-down delay (s) (0 to 86400)"),
+        ("name", "Deployment name"),
+    ],
 )
-def test_bounds_hint_reads_the_spec(field: str, hint: str) -> None:
-    assert bounds_hint(field) == hint
+def test_questions_come_from_the_field_declarations(field: str, text: str) -> None:
+    assert question(field) == text
 
 
-def test_field_errors_picks_each_field() -> None:
-    errors = field_errors({"name": "x", "model": "smollm2-135m-instruct", "top_p": 0})
-    assert set(errors) == {"top_p", "hardware"}
+def test_steps_ask_every_field_but_those_only_a_flag_sets() -> None:
+    asked = [field for fields_of_step in steps().values() for field in fields_of_step]
+    assert asked == [f for f in fields() if f not in ("trust_remote_code", "engine")]
+    assert list(steps()) == ["model", "general", "parameters", "hardware"]
+
+
+def test_problems_picks_each_field_and_counts_items_from_1() -> None:
+    found = problems({"name": "x", "model": "smollm2-135m-instruct", "top_p": 0})
+    assert set(found) == {"top_p", "hardware"}
+    assert "pass --hardware" in found["hardware"]
+    found = problems({"name": "x", "model": "smollm2-135m-instruct", "tags": ["ok", ""]})
+    assert found["tags"].startswith("item 2: ")
