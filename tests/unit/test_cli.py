@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from gale_cli.commands import spec_options
+from gale_cli.commands.specflags import options_source
 from gale_cli.main import main
 from gale_cli.output import render_review
 from serving.spec import DeploymentSpec
@@ -228,6 +230,36 @@ def test_a_missing_local_model_path_is_refused_before_submitting(
     code, out, err = run(capsys, *argv, "--model", str(tmp_path / "missing.gguf"))
     assert code == 2 and out == ""
     assert "missing.gguf does not exist on this machine" in err
+
+
+SPEC_FLAGS = [
+    *("--model", "--name", "--description", "--tag", "--trust-remote-code", "--temperature"),
+    *("--max-length", "--top-p", "--top-k", "--stop", "--batch-size", "--min-replicas"),
+    *("--max-replicas", "--scale-up-delay", "--scale-down-delay", "--hardware", "--engine"),
+]
+
+
+def help_text(capsys: pytest.CaptureFixture[str], *command: str) -> str:
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == 0
+    return out
+
+
+def test_deploy_and_redeploy_take_a_flag_per_spec_field(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    deploy_help = help_text(capsys, "deploy")
+    redeploy_help = help_text(capsys, "redeploy")
+    for flag in SPEC_FLAGS:
+        assert f" {flag} " in deploy_help, flag
+        assert (f" {flag} " in redeploy_help) is (flag != "--name"), flag
+    assert "(0 to 86400)" in deploy_help and "hf:ORG/NAME[@REVISION]" in deploy_help
+
+
+def test_spec_options_module_is_the_generated_one() -> None:
+    generated = Path(spec_options.__file__).read_text()
+    assert generated == options_source(), "run `python -m gale_cli.commands.specflags`"
 
 
 def test_review_shows_each_field_with_its_label() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from gale_cli.commands.specflags import README_END, README_START
 from serving.spec import (
     REQUIRED,
     DeploymentSpec,
@@ -14,7 +16,10 @@ from serving.spec import (
     fields,
     parse_model_ref,
     range_text,
+    spec_table,
 )
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 BASE: dict[str, Any] = {"name": "demo", "model": "smollm2-135m-instruct", "hardware": "cpu"}
 
@@ -174,3 +179,11 @@ def test_every_field_declares_how_it_is_shown_and_where_serve_keeps_it() -> None
     for field in fields():
         meta = field_meta(field)
         assert meta.label and DeploymentSpec.model_fields[field].description, field
+
+
+def test_readme_spec_table_is_the_generated_one() -> None:
+    readme = README.read_text()
+    table = readme.split(README_START + "\n", 1)[1].split(README_END, 1)[0]
+    assert table == spec_table(), "run `python -m gale_cli.commands.specflags`"
+    assert "| `scale_down_delay` | `--scale-down-delay` |" in table
+    assert "(0 to 86400) | 600 |" in table
