@@ -257,6 +257,17 @@ def test_deploy_and_redeploy_take_a_flag_per_spec_field(
     assert "(0 to 86400)" in deploy_help and "hf:ORG/NAME[@REVISION]" in deploy_help
 
 
+@pytest.mark.parametrize("command", [(), ("deploy",), ("redeploy",), ("list",)])
+def test_help_shows_no_type_after_flags(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    text = help_text(capsys, *command)
+    assert "<bool>" not in text
+    if command in (("deploy",), ("redeploy",)):
+        assert "--timeout" in text and "<float>" in text  # options taking a value still say so
+
+
 def test_spec_options_module_is_the_generated_one() -> None:
     generated = Path(spec_options.__file__).read_text()
     assert generated == options_source(), "run `python -m gale_cli.commands.specflags`"
