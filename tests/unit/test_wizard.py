@@ -124,25 +124,28 @@ def run(script: list[tuple[str, Any]], initial: dict[str, Any] | None = None, **
 def test_full_pass_in_order() -> None:
     spec, prompter, review = run(MODEL + GENERAL + PARAMETERS + HARDWARE + ACCEPT)
     assert spec is not None
-    assert spec.model_dump() == {
-        "name": "my-bot",
-        "description": "A small helper",
-        "tags": ["chat", "demo"],
-        "model": "smollm2-135m-instruct",
-        "engine": "auto",
-        "trust_remote_code": False,
-        "temperature": 0.2,
-        "max_length": 128,
-        "top_p": 0.9,
-        "top_k": 40,
-        "stop": ["</s>", "\nUser:"],
-        "batch_size": 4,
-        "min_replicas": 1,
-        "max_replicas": 3,
-        "scale_up_delay": 15.0,
-        "scale_down_delay": 120.0,
-        "hardware": "cpu",
-    }
+    # Built from these values, a field not listed keeps its default, as its question did.
+    assert spec == DeploymentSpec.model_validate(
+        {
+            "name": "my-bot",
+            "description": "A small helper",
+            "tags": ["chat", "demo"],
+            "model": "smollm2-135m-instruct",
+            "engine": "auto",
+            "trust_remote_code": False,
+            "temperature": 0.2,
+            "max_length": 128,
+            "top_p": 0.9,
+            "top_k": 40,
+            "stop": ["</s>", "\nUser:"],
+            "batch_size": 4,
+            "min_replicas": 1,
+            "max_replicas": 3,
+            "scale_up_delay": 15.0,
+            "scale_down_delay": 120.0,
+            "hardware": "cpu",
+        }
+    )
     assert review.specs == [spec]
     assert "REVIEW my-bot" in prompter.notes
     assert prompter.notes.index("General details") < prompter.notes.index("Parameters")
@@ -214,12 +217,13 @@ def test_bad_answer_is_reasked_with_the_reason(label: str, bad: str, reason: str
 
 
 def test_max_replicas_below_the_min_typed_just_before() -> None:
+    at = [label for label, _ in PARAMETERS].index("Min replicas")
     params = [
-        *PARAMETERS[:6],
+        *PARAMETERS[:at],
         ("Min replicas", "5"),
         ("Max replicas", KEEP),  # the pre-filled 1 is below 5
         ("Max replicas", "6"),
-        *PARAMETERS[8:],
+        *PARAMETERS[at + 2 :],
     ]
     spec, prompter, _ = run(MODEL + GENERAL + params + HARDWARE + ACCEPT)
     assert spec is not None and (spec.min_replicas, spec.max_replicas) == (5, 6)
@@ -249,12 +253,11 @@ def test_fields_given_in_initial_are_not_asked() -> None:
 
 def test_everything_given_goes_straight_to_review() -> None:
     initial: dict[str, Any] = {
-        "model": "smollm2-135m-instruct",
-        "name": "all-set",
-        "hardware": "cpu",
+        field: DeploymentSpec.model_fields[field].get_default(call_default_factory=True)
+        for step in steps().values()
+        for field in step
     }
-    for field in ("description", "tags", "temperature", "max_length", "top_p", "top_k", "stop"):
-        initial[field] = DeploymentSpec.model_fields[field].get_default(call_default_factory=True)
+    initial |= {"model": "smollm2-135m-instruct", "name": "all-set", "hardware": "cpu"}
     for field in ("batch_size", "min_replicas", "max_replicas"):
         initial[field] = 2
     initial |= {"scale_up_delay": 1, "scale_down_delay": 2}
@@ -301,7 +304,7 @@ def test_edit_hardware_and_general_from_the_review() -> None:
 
 def test_changing_the_model_rechecks_max_length() -> None:
     script = [("Model", "qwen2.5-0.5b-instruct"), *GENERAL, *PARAMETERS, *HARDWARE]
-    script[6] = ("Maximum length", "20000")
+    script[[label for label, _ in script].index("Maximum length")] = ("Maximum length", "20000")
     script += [("Review", "model"), ("Model", "smollm2-135m-instruct"), ("Maximum length", "4096")]
     spec, prompter, _ = run(script + ACCEPT)
     assert spec is not None and (spec.model, spec.max_length) == ("smollm2-135m-instruct", 4096)
