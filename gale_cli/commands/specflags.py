@@ -52,11 +52,11 @@ Timeout = Annotated[float, _opt("Seconds to wait for Deployed before giving up."
 Yes = Annotated[bool, _opt("Do not ask to confirm.", CONTROL, "--yes", "-y")]
 
 
-# Parameter name → spec field, for the spec options.
 def _param(flag: str) -> str:
     return flag.removeprefix("--").replace("-", "_")
 
 
+# Parameter name → spec field, for the spec options.
 SPEC_PARAMS = {_param(flag): field for field, flag, *_ in OPTIONS}
 
 
