@@ -5,14 +5,28 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Any
 
 import typer
+from typer.core import TyperOption
 
 from gale_cli.commands import catalog, chat, cluster_cmds, deploy, keys, manage, redeploy
 from gale_cli.errors import GaleError
 
 EXIT_INTERRUPTED = 130
 
+
+def _show_flags_bare() -> None:
+    """Typer's rich help prints `<bool>` beside every flag as if it took a value: print none."""
+    show_type = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else show_type(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_show_flags_bare()
 app = typer.Typer(
     name="gale",
     help="Deploy open-source LLMs as autoscaled, key-protected, OpenAI-compatible services.",

@@ -124,46 +124,19 @@ def render_review(spec: DeploymentSpec) -> Group:
     """The review step: every field, the fit verdict and the cost."""
     from serving.fit import check_fit
     from serving.serve_config import replicas_per_hour_cost
+    from serving.spec import GROUPS, field_meta, fields
 
     profile = spec.profile
     low, high = replicas_per_hour_cost(spec)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    sections: list[tuple[str, list[tuple[str, Any]]]] = [
-        ("Model", [("Model", spec.model)]),
-        (
-            "General details",
-            [
-                ("Deployment name", spec.name),
-                ("Description", spec.description or "—"),
-                ("Tags", ", ".join(spec.tags) or "—"),
-            ],
-        ),
-        (
-            "Parameters",
-            [
-                ("Temperature", spec.temperature),
-                ("Maximum length", spec.max_length),
-                ("Top p", spec.top_p),
-                ("Top k", spec.top_k),
-                ("Stop sequences", ", ".join(repr(s) for s in spec.stop) or "—"),
-                ("Inference batch size", spec.batch_size),
-                ("Min replicas", spec.min_replicas),
-                ("Max replicas", spec.max_replicas),
-                ("Scale-up delay", f"{spec.scale_up_delay:g} s"),
-                ("Scale-down delay", f"{spec.scale_down_delay:g} s"),
-            ],
-        ),
-        (
-            "Hardware",
-            [("Hardware", f"{profile.name} ({profile.id})"), ("Engine", spec.engine)],
-        ),
-    ]
-    for title, rows in sections:
+    for group, title in GROUPS.items():
         grid.add_row(Text(title, style="bold underline"), "")
-        for label, value in rows:
-            grid.add_row(f"  {label}", Text(str(value)))
+        for field in fields(group=group):
+            meta = field_meta(field)
+            if meta.reviewed:
+                grid.add_row(f"  {meta.label}", Text(review_value(spec, field)))
     verdict = check_fit(spec)
     fit_style = {True: "green", False: "bold red", None: "yellow"}[verdict.fits]
     grid.add_row(Text("Fit", style="bold underline"), Text(verdict.message, style=fit_style))
@@ -175,6 +148,23 @@ def render_review(spec: DeploymentSpec) -> Group:
         ),
     )
     return Group(Text("Review", style="bold"), grid)
+
+
+def review_value(spec: DeploymentSpec, field: str) -> str:
+    """A spec field's value as the review shows it."""
+    from serving.spec import field_meta
+
+    value = getattr(spec, field)
+    if field == "hardware":
+        return f"{spec.profile.name} ({spec.profile.id})"
+    if field == "stop":  # quoted: a stop sequence may be a space or a newline
+        return ", ".join(repr(stop) for stop in value) or "—"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value) or "—"
+    unit = field_meta(field).unit
+    if unit:
+        return f"{value:g} {unit}"
+    return str(value) if value != "" else "—"
 
 
 def show(renderable: Any) -> None:

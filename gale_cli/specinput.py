@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from gale_cli.errors import InvalidSpec, UsageError
 from serving.spec import FLAGS, DeploymentSpec
@@ -53,34 +55,43 @@ def field_label(field: str) -> str:
     return f"{field} ({flag})" if flag else field
 
 
-def problems_of(error: ValidationError) -> list[tuple[str, str]]:
-    """(field label, message) pairs from a pydantic error, worded for a person."""
-    problems = []
-    for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "spec"
-        kind = item["type"]
-        if kind == "missing":
-            text = "required; " + (
-                f"pass {FLAGS[field]} or set `{field}` in the spec file"
-                if field in FLAGS
-                else "set it in the spec file"
-            )
-        elif kind == "extra_forbidden":
-            text = "unknown field; known fields: " + ", ".join(DeploymentSpec.model_fields)
-        else:
-            text = item["msg"].removeprefix("Value error, ")
-            if len(item["loc"]) > 1:
-                text = f"item {item['loc'][1]}: {text}"
-        problems.append((field_label(field) if field in FLAGS else field, text))
-    return problems
+def problems(values: Mapping[str, Any]) -> dict[str, str]:
+    """Each field's first broken rule in a spec built from `values`, worded for a person.
 
-
-def validate(values: dict[str, Any]) -> DeploymentSpec:
-    """A validated spec, or InvalidSpec naming every field that is wrong."""
+    Empty when `values` make a valid spec. List items are counted from 1, as people count.
+    """
     try:
-        return DeploymentSpec.model_validate(values)
+        DeploymentSpec.model_validate(values)
     except ValidationError as exc:
-        raise InvalidSpec(problems_of(exc)) from None
+        found: dict[str, str] = {}
+        for item in exc.errors():
+            field = str(item["loc"][0]) if item["loc"] else "spec"
+            found.setdefault(field, _worded(field, item))
+        return found
+    return {}
+
+
+def _worded(field: str, item: ErrorDetails) -> str:
+    if item["type"] == "missing":
+        return "required; " + (
+            f"pass {FLAGS[field]} or set `{field}` in the spec file"
+            if field in FLAGS
+            else "set it in the spec file"
+        )
+    if item["type"] == "extra_forbidden":
+        return "unknown field; known fields: " + ", ".join(DeploymentSpec.model_fields)
+    text = item["msg"].removeprefix("Value error, ")
+    if len(item["loc"]) > 1 and isinstance(item["loc"][1], int):
+        text = f"item {item['loc'][1] + 1}: {text}"
+    return text
+
+
+def validate(values: Mapping[str, Any]) -> DeploymentSpec:
+    """A validated spec, or InvalidSpec naming every field that is wrong."""
+    found = problems(values)
+    if found:
+        raise InvalidSpec([(field_label(field), message) for field, message in found.items()])
+    return DeploymentSpec.model_validate(values)
 
 
 def check_model_path(spec: DeploymentSpec, cluster_is_local: bool) -> None:
@@ -88,6 +99,6 @@ def check_model_path(spec: DeploymentSpec, cluster_is_local: bool) -> None:
     ref = spec.model_ref
     if ref.kind == "path" and cluster_is_local and not Path(ref.value).exists():
         raise InvalidSpec(
-            [("model (--model)", f"{ref.value} does not exist on this machine")],
+            [(field_label("model"), f"{ref.value} does not exist on this machine")],
             hint="give the absolute path of a model folder (safetensors) or a .gguf file",
         )

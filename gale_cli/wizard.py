@@ -1,44 +1,32 @@
 """The deploy wizard: model, general details, parameters, hardware, review.
 
-It asks only for what flags and files left open; every rule lives in DeploymentSpec, and each
-answer is checked by validating a trial spec and picking out that field's errors.
+It asks only for what flags and files left open. Its steps, questions and their order come
+from the spec's field declarations; every rule lives in DeploymentSpec, and each answer is
+checked by validating a trial spec and picking out that field's problems.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import ValidationError
 
 from gale_cli.errors import InvalidSpec
 from gale_cli.prompts import Prompter
-from gale_cli.specinput import field_label
+from gale_cli.specinput import field_label, problems
 from serving import catalog
 from serving.fit import check_fit
-from serving.spec import STEPS, DeploymentSpec
+from serving.spec import GROUPS, DeploymentSpec, field_meta, fields, range_text
 
 MODEL_STEP = "model"
 TERMS = "I accept all the terms and conditions"
 STOP_SEPARATOR = "|"
 HF_CHOICE = "\0hf"  # a value no catalog id or model reference can take
 
-TITLES = {"general": "General details", "parameters": "Parameters", "hardware": "Hardware"}
-LABELS = {
-    "name": "Deployment name",
-    "description": "Description",
-    "tags": "Tags (comma-separated)",
-    "temperature": "Temperature",
-    "max_length": "Maximum length (tokens to generate)",
-    "top_p": "Top p",
-    "top_k": "Top k",
-    "stop": "Stop sequences (separate with |; \\n for a newline)",
-    "batch_size": "Inference batch size",
-    "min_replicas": "Min replicas",
-    "max_replicas": "Max replicas",
-    "scale_up_delay": "Scale-up delay (s)",
-    "scale_down_delay": "Scale-down delay (s)",
-}
+# How to type a list: stop sequences may hold commas, so they have their own separator.
+TYPING = {"stop": f"separate with {STOP_SEPARATOR}; \\n for a newline"}
+LIST_TYPING = "comma-separated"
 _ESCAPES = (("\\n", "\n"), ("\\t", "\t"))
 
 
@@ -92,26 +80,29 @@ def _is_number(field: str) -> bool:
     return DeploymentSpec.model_fields[field].annotation in (int, float)
 
 
-def bounds_hint(field: str) -> str:
-    """A field's numeric range as words, read from the spec's own constraints ('' if none)."""
-    words = {"ge": "at least", "gt": "above", "le": "at most", "lt": "below"}
-    found = {
-        key: getattr(item, key)
-        for item in DeploymentSpec.model_fields[field].metadata
-        for key in words
-        if getattr(item, key, None) is not None
-    }
-    if "ge" in found and "le" in found:
-        return f"{found['ge']:g} to {found['le']:g}"
-    return ", ".join(f"{words[key]} {value:g}" for key, value in found.items())
+def _is_list(field: str) -> bool:
+    return get_origin(DeploymentSpec.model_fields[field].annotation) is list
+
+
+def question(field: str) -> str:
+    """A field's question: its label, how to type it, and its numeric range."""
+    meta = field_meta(field)
+    how = TYPING.get(field) or (LIST_TYPING if _is_list(field) else meta.unit)
+    notes = [how, range_text(field) if _is_number(field) else ""]
+    return " ".join([meta.question or meta.label, *(f"({note})" for note in notes if note)])
+
+
+def steps() -> dict[str, tuple[str, ...]]:
+    """Each wizard step (a group of the spec) and the fields it asks for, in order."""
+    return {group: tuple(f for f in fields(group=group) if field_meta(f).asked) for group in GROUPS}
 
 
 def parse_answer(field: str, text: str) -> Any:
     """A typed answer for `field` from what was typed; the spec then checks its rules."""
-    if field == "tags":
-        return parse_tags(text)
     if field == "stop":
         return parse_stops(text)
+    if _is_list(field):
+        return parse_tags(text)
     if _is_number(field):
         return parse_number(text)
     return text.strip()
@@ -130,33 +121,17 @@ def format_answer(field: str, value: Any) -> str:
     return str(value)
 
 
-def field_errors(answers: dict[str, Any]) -> dict[str, str]:
-    """Each field's first validation message for a trial spec built from `answers`."""
-    try:
-        DeploymentSpec.model_validate(answers)
-    except ValidationError as exc:
-        errors: dict[str, str] = {}
-        for item in exc.errors():
-            field = str(item["loc"][0]) if item["loc"] else ""
-            text = item["msg"].removeprefix("Value error, ")
-            if len(item["loc"]) > 1 and isinstance(item["loc"][1], int):
-                text = f"item {item['loc'][1] + 1}: {text}"
-            errors.setdefault(field, text)
-        return errors
-    return {}
-
-
 def _default(field: str) -> Any:
     info = DeploymentSpec.model_fields[field]
     return None if info.is_required() else info.get_default(call_default_factory=True)
 
 
 class _Wizard:
-    def __init__(self, initial: dict[str, Any], prompter: Prompter, ask_model: bool) -> None:
+    def __init__(self, initial: dict[str, Any], prompter: Prompter) -> None:
         self.answers = dict(initial)
         self.given = set(initial)
         self.prompter = prompter
-        self.ask_model = ask_model
+        self.steps = steps()
         self.visited: set[str] = set()
 
     # One question per field.
@@ -165,16 +140,14 @@ class _Wizard:
             self.answers["model"] = self.ask_model_choice()
         elif field == "hardware":
             self.answers["hardware"] = self.ask_hardware()
-        elif field in LABELS:
+        elif field_meta(field).asked:
             current = self.answers.get(field, _default(field))
-            hint = bounds_hint(field) if _is_number(field) else ""
-            label = f"{LABELS[field]} ({hint})" if hint else LABELS[field]
             text = self.prompter.text(
-                label, format_answer(field, current), lambda t: self.check(field, t)
+                question(field), format_answer(field, current), lambda t: self.check(field, t)
             )
             self.answers[field] = parse_answer(field, text)
         else:  # not a wizard question (e.g. trust_remote_code): only a flag or the file sets it
-            message = field_errors(self.answers).get(field, "invalid")
+            message = problems(self.answers).get(field, "invalid")
             raise InvalidSpec([(field_label(field), message)])
 
     def check(self, field: str, text: str) -> str | None:
@@ -182,13 +155,13 @@ class _Wizard:
             value = parse_answer(field, text)
         except ValueError as exc:
             return str(exc)
-        return field_errors({**self.answers, field: value}).get(field)
+        return problems({**self.answers, field: value}).get(field)
 
     def ask_model_choice(self) -> str:
         current = str(self.answers.get("model", ""))
         choices: list[tuple[str, str]] = []
         keep = current not in catalog.models() and not current.startswith("hf:")
-        if keep and current and "model" not in field_errors({"model": current}):
+        if keep and current and "model" not in problems({"model": current}):
             choices.append((f"Keep {current}", current))  # e.g. a local path from a flag
         for entry in catalog.models().values():
             gated = ", gated" if entry.gated else ""
@@ -199,13 +172,13 @@ class _Wizard:
             choices.append((title, entry.id))
         choices.append(("Import from Hugging Face…", HF_CHOICE))
         default = HF_CHOICE if current.startswith("hf:") else current or None
-        choice = self.prompter.select("Model", choices, default)
+        choice = self.prompter.select(field_meta("model").label, choices, default)
         if choice != HF_CHOICE:
             return choice
         text = self.prompter.text(
             "Hugging Face repo (ORG/NAME[@REVISION])",
             current.removeprefix("hf:"),
-            lambda t: field_errors({"model": parse_hf(t)}).get("model"),
+            lambda t: problems({"model": parse_hf(t)}).get("model"),
         )
         return parse_hf(text)
 
@@ -217,7 +190,8 @@ class _Wizard:
             )
             title = f"{profile.name} ({profile.id}): {gpus}, {profile.price_per_hour:g}/hour"
             choices.append((title + self.fit_label(profile.id), profile.id))
-        return self.prompter.select("Hardware", choices, self.answers.get("hardware"))
+        label = field_meta("hardware").label
+        return self.prompter.select(label, choices, self.answers.get("hardware"))
 
     def fit_label(self, hardware: str) -> str:
         try:
@@ -229,33 +203,32 @@ class _Wizard:
     # Steps.
     def step(self, step: str, *, navigate: bool, can_go_back: bool) -> str:
         """Ask a step's fields; on the first visit skip those given. Return 'next' or 'back'."""
-        fields = (MODEL_STEP,) if step == MODEL_STEP else STEPS[step]
         first = step not in self.visited
         self.visited.add(step)
         asked = False
-        for field in fields:
+        for field in self.steps[step]:
             given = first and field in self.given
             # A given value is asked for only if it breaks a rule, checked in field order so
             # the person sees e.g. a --max-replicas below the min they have just typed.
-            problem = field_errors(self.answers).get(field) if given else None
+            problem = problems(self.answers).get(field) if given else None
             if given and problem is None:
                 continue
             if not asked and step != MODEL_STEP:
-                self.prompter.note(TITLES[step])
+                self.prompter.note(GROUPS[step])
             asked = True
             if problem:
                 self.prompter.note(f"{field}: {problem}")
             self.ask(field)
-        self.fix(fields)
+        self.fix(self.steps[step])
         if not asked or not navigate or not can_go_back or step == MODEL_STEP:
             return "next"
-        question = f"{TITLES[step]}: Next or Back?"
-        return self.prompter.select(question, [("Next", "next"), ("Back", "back")], "next")
+        where = f"{GROUPS[step]}: Next or Back?"
+        return self.prompter.select(where, [("Next", "next"), ("Back", "back")], "next")
 
-    def fix(self, fields: tuple[str, ...] | None = None) -> None:
+    def fix(self, only: tuple[str, ...] | None = None) -> None:
         """Re-ask fields (default: all) whose values break a rule, e.g. a flag's max below a min."""
         while errors := {
-            f: m for f, m in field_errors(self.answers).items() if fields is None or f in fields
+            f: m for f, m in problems(self.answers).items() if only is None or f in only
         }:
             for field, message in errors.items():
                 self.prompter.note(f"{field}: {message}")
@@ -267,9 +240,7 @@ class _Wizard:
             spec = DeploymentSpec.model_validate(self.answers)
             self.prompter.note(render_review(spec))
             choices = [("Deploy", "deploy")]
-            if self.ask_model:
-                choices.append(("Edit model", MODEL_STEP))
-            choices += [(f"Edit {TITLES[s].lower()}", s) for s in STEPS]
+            choices += [(f"Edit {title.lower()}", step) for step, title in GROUPS.items()]
             choices.append(("Cancel", "cancel"))
             while True:
                 action = self.prompter.select("Review", choices, "deploy")
@@ -286,12 +257,11 @@ def run_wizard(
     initial: dict[str, Any],
     prompter: Prompter,
     *,
-    ask_model: bool = True,
     render_review: Callable[[DeploymentSpec], Any],
 ) -> DeploymentSpec | None:
     """Ask for what `initial` leaves open, then review; the accepted spec, or None if cancelled."""
-    wizard = _Wizard(initial, prompter, ask_model)
-    order = ([MODEL_STEP] if ask_model else []) + list(STEPS)
+    wizard = _Wizard(initial, prompter)
+    order = list(wizard.steps)
     index = 0
     while index < len(order):
         move = wizard.step(order[index], navigate=True, can_go_back=index > 0)

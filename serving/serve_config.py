@@ -18,14 +18,14 @@ from typing import Any
 
 from serving.catalog import GIB
 from serving.keys import KeyRecord
-from serving.spec import DeploymentSpec
+from serving.spec import DeploymentSpec, Place, field_meta, fields, serve_key
 
 IMPORT_PATH = "serving.app:build_app"
 DEPLOYMENT_NAME = "GaleModel"
 
-SAMPLING_FIELDS = ("temperature", "max_length", "top_p", "top_k", "stop", "batch_size")
-GENERAL_FIELDS = ("description", "tags")
-ARGS_FIELDS = ("model", "hardware", "engine", "trust_remote_code")
+# Where each spec field lives is declared with the field (`FieldMeta.serve`); these are the
+# sampling defaults and batch size a replica takes from user_config's `parameters`.
+SAMPLING_FIELDS = fields(serve="parameters")
 
 
 def route_prefix(name: str) -> str:
@@ -55,13 +55,10 @@ def to_serve_application(
             {
                 "name": DEPLOYMENT_NAME,
                 "autoscaling_config": {
-                    "min_replicas": spec.min_replicas,
-                    "max_replicas": spec.max_replicas,
+                    **_kept_at("autoscaling_config", spec),
                     # Start with one replica even when scaling to zero is allowed, so a
                     # deploy proves the model loads; idle replicas then go away.
                     "initial_replicas": max(spec.min_replicas, 1),
-                    "upscale_delay_s": spec.scale_up_delay,
-                    "downscale_delay_s": spec.scale_down_delay,
                     # A replica is busy when it holds a full batch.
                     "target_ongoing_requests": batch,
                     # React to load within seconds: Serve's defaults average over 30 s.
@@ -78,9 +75,8 @@ def to_serve_application(
                 "graceful_shutdown_timeout_s": 60,
                 "ray_actor_options": actor_options,
                 "user_config": {
-                    "name": spec.name,
-                    **{field: getattr(spec, field) for field in GENERAL_FIELDS},
-                    "parameters": {field: getattr(spec, field) for field in SAMPLING_FIELDS},
+                    **_kept_at("user_config", spec),
+                    "parameters": _kept_at("parameters", spec),
                     "api_keys": [record.model_dump() for record in api_keys],
                 },
             }
@@ -95,7 +91,7 @@ def engine_args(spec: DeploymentSpec) -> dict[str, Any]:
     here, a change replaces replicas, and the replica leaves the user_config's copy
     to the state; every other engine takes it from user_config alone.
     """
-    args = {field: getattr(spec, field) for field in ARGS_FIELDS}
+    args = _kept_at("args", spec)
     if spec.effective_engine == "vllm":
         args["max_num_seqs"] = spec.batch_size
     return args
@@ -105,21 +101,25 @@ def from_serve_application(app: dict[str, Any]) -> tuple[DeploymentSpec, list[Ke
     """Rebuild the spec and key records from an application config `to_serve_application` made."""
     deployment = app["deployments"][0]
     user_config = deployment["user_config"]
-    scaling = deployment["autoscaling_config"]
-    spec = DeploymentSpec.model_validate(
-        {
-            "name": app["name"],
-            **{field: app["args"][field] for field in ARGS_FIELDS},
-            **{field: user_config[field] for field in GENERAL_FIELDS},
-            **user_config["parameters"],
-            "min_replicas": scaling["min_replicas"],
-            "max_replicas": scaling["max_replicas"],
-            "scale_up_delay": scaling["upscale_delay_s"],
-            "scale_down_delay": scaling["downscale_delay_s"],
-        }
-    )
+    places: dict[Place, dict[str, Any]] = {
+        "args": app["args"],
+        "user_config": user_config,
+        "parameters": user_config["parameters"],
+        "autoscaling_config": deployment["autoscaling_config"],
+    }
+    values = {}
+    for field in DeploymentSpec.model_fields:
+        place, key = places[field_meta(field).serve], serve_key(field)
+        if key in place:  # a field added since this application was deployed keeps its default
+            values[field] = place[key]
+    spec = DeploymentSpec.model_validate(values)
     keys = [KeyRecord.model_validate(row) for row in user_config.get("api_keys", [])]
     return spec, keys
+
+
+def _kept_at(place: Place, spec: DeploymentSpec) -> dict[str, Any]:
+    """The spec's fields that Serve's config keeps at `place`, under their keys there."""
+    return {serve_key(field): getattr(spec, field) for field in fields(serve=place)}
 
 
 def is_gale_application(app: dict[str, Any]) -> bool:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass
+from typing import Annotated, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -14,14 +15,52 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 
 from serving import catalog
 
 NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+NAME_RULE = (
+    "1-63 lowercase letters, digits and hyphens, starting with a letter and ending with a "
+    "letter or digit"
+)
 HF_PATTERN = re.compile(r"^hf:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(@(?P<revision>[\w./-]+))?$")
 
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
 StopSequence = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+Group = Literal["model", "general", "parameters", "hardware"]
+Place = Literal["args", "user_config", "parameters", "autoscaling_config"]
+
+# The wizard's steps, the review's sections and the --help panels, in order, with their titles.
+GROUPS: dict[str, str] = {
+    "model": "Model",
+    "general": "General details",
+    "parameters": "Parameters",
+    "hardware": "Hardware",
+}
+
+
+@dataclass(frozen=True)
+class FieldMeta:
+    """How people see a spec field (flag, wizard, review) and where Serve's config keeps it.
+
+    `serve` says what a change costs: `args` are what replicas start with (a change replaces
+    them); `user_config` (general details), its `parameters`, and `autoscaling_config` are
+    applied in place.
+    """
+
+    group: Group
+    label: str  # its name in the review, and in the wizard unless `question` says otherwise
+    _: KW_ONLY
+    serve: Place
+    serve_key: str = ""  # its key there, when Ray's name is not the field's
+    flag: str = ""  # its command-line flag; --field-name unless given
+    question: str = ""  # the wizard's wording, when not the label
+    unit: str = ""  # shown after its values
+    asked: bool = True  # whether the wizard asks for it (else only a flag or the file sets it)
+    reviewed: bool = True  # whether the review shows it
 
 
 @dataclass(frozen=True)
@@ -73,48 +112,121 @@ def parse_model_ref(text: str) -> ModelRef:
 
 
 class DeploymentSpec(BaseModel):
-    """Everything that defines a deployment, grouped as the wizard's steps ask for it."""
+    """Everything that defines a deployment, grouped as the wizard's steps ask for it.
+
+    Each field is declared once: its type, default and rules (pydantic), the sentence that
+    describes it (`description`), and a `FieldMeta` saying how people see it and where the
+    Serve config keeps it. Flags, the wizard, the review, the README table and the Serve
+    config mapping are all derived from these declarations.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     # General details
-    name: str = Field(
+    name: Annotated[str, FieldMeta("general", "Deployment name", serve="user_config")] = Field(
         pattern=NAME_PATTERN,
-        description="Deployment name: the endpoint path and the Ray application name.",
+        description=f"The endpoint path and the Ray application name: {NAME_RULE}",
     )
-    description: str = Field(default="", max_length=500)
-    tags: list[Tag] = Field(default_factory=list, max_length=20)
-    model: str = Field(description="Catalog id, hf:ORG/NAME[@REVISION], or absolute path.")
-    engine: Literal["auto", "transformers", "vllm"] = Field(
-        default="auto", description="Inference engine; auto picks one (see the README)."
+    description: Annotated[str, FieldMeta("general", "Description", serve="user_config")] = Field(
+        default="", max_length=500, description="What the deployment is for"
     )
-    trust_remote_code: bool = Field(
-        default=False, description="Run the model repository's own Python code (off unless asked)."
+    tags: Annotated[list[Tag], FieldMeta("general", "Tags", serve="user_config", flag="--tag")] = (
+        Field(default_factory=list, max_length=20, description="Tags to find it by")
     )
+    model: Annotated[str, FieldMeta("model", "Model", serve="args")] = Field(
+        description="A catalog id, hf:ORG/NAME[@REVISION], or the absolute path of a model "
+        "folder or .gguf file"
+    )
+    trust_remote_code: Annotated[
+        bool, FieldMeta("general", "Trust remote code", serve="args", asked=False, reviewed=False)
+    ] = Field(default=False, description="Run the model repository's own Python code")
 
     # Parameters
-    temperature: float = Field(default=0.7, ge=0, le=2)
-    max_length: int = Field(default=256, ge=1, description="Most tokens one request generates.")
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    top_k: int = Field(default=50, ge=1)
-    stop: list[StopSequence] = Field(default_factory=list, max_length=4)
-    batch_size: int = Field(default=8, ge=1, le=256, description="Inference batch size.")
-    min_replicas: int = Field(default=1, ge=0, le=100)
-    max_replicas: int = Field(default=1, ge=1, le=100)
-    scale_up_delay: float = Field(default=30, ge=0, le=3600, description="Seconds.")
-    scale_down_delay: float = Field(default=600, ge=0, le=86400, description="Seconds.")
+    temperature: Annotated[float, FieldMeta("parameters", "Temperature", serve="parameters")] = (
+        Field(default=0.7, ge=0, le=2, description="Sampling temperature; 0 is greedy")
+    )
+    max_length: Annotated[
+        int,
+        FieldMeta(
+            "parameters",
+            "Maximum length",
+            serve="parameters",
+            question="Maximum length (tokens to generate)",
+        ),
+    ] = Field(
+        default=256,
+        ge=1,
+        description="Most tokens one request generates, at most the model's context length",
+    )
+    top_p: Annotated[float, FieldMeta("parameters", "Top p", serve="parameters")] = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Sample from the most likely tokens that make up this much probability",
+    )
+    top_k: Annotated[int, FieldMeta("parameters", "Top k", serve="parameters")] = Field(
+        default=50, ge=1, description="Sample from this many most likely tokens"
+    )
+    stop: Annotated[
+        list[StopSequence], FieldMeta("parameters", "Stop sequences", serve="parameters")
+    ] = Field(default_factory=list, max_length=4, description="Sequences that end generation")
+    batch_size: Annotated[
+        int, FieldMeta("parameters", "Inference batch size", serve="parameters")
+    ] = Field(default=8, ge=1, le=256, description="Requests a replica generates for together")
+    min_replicas: Annotated[
+        int, FieldMeta("parameters", "Min replicas", serve="autoscaling_config")
+    ] = Field(default=1, ge=0, le=100, description="Replicas kept running; 0 scales to zero")
+    max_replicas: Annotated[
+        int, FieldMeta("parameters", "Max replicas", serve="autoscaling_config")
+    ] = Field(default=1, ge=1, le=100, description="Most replicas, at least min_replicas")
+    scale_up_delay: Annotated[
+        float,
+        FieldMeta(
+            "parameters",
+            "Scale-up delay",
+            serve="autoscaling_config",
+            serve_key="upscale_delay_s",
+            unit="s",
+        ),
+    ] = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="Seconds the load must stay high before a replica is added",
+    )
+    scale_down_delay: Annotated[
+        float,
+        FieldMeta(
+            "parameters",
+            "Scale-down delay",
+            serve="autoscaling_config",
+            serve_key="downscale_delay_s",
+            unit="s",
+        ),
+    ] = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="Seconds the load must stay low before a replica is removed",
+    )
 
     # Hardware
-    hardware: str = Field(description="A hardware profile id (see `gale hardware`).")
+    hardware: Annotated[str, FieldMeta("hardware", "Hardware", serve="args")] = Field(
+        description="A hardware profile id (see `gale hardware`)"
+    )
+    engine: Annotated[
+        Literal["auto", "transformers", "vllm"],
+        FieldMeta("hardware", "Engine", serve="args", asked=False),
+    ] = Field(
+        default="auto",
+        description="The inference engine; auto is vLLM on GPU profiles, transformers on CPU",
+    )
 
     @field_validator("name", mode="before")
     @classmethod
     def _name_explained(cls, value: object) -> object:
         if isinstance(value, str) and not re.match(NAME_PATTERN, value):
-            raise ValueError(
-                f"'{value}' is not a valid name; use 1-63 lowercase letters, digits and "
-                "hyphens, starting with a letter and ending with a letter or digit"
-            )
+            raise ValueError(f"'{value}' is not a valid name; use {NAME_RULE}")
         return value
 
     @field_validator("tags")
@@ -174,45 +286,106 @@ class DeploymentSpec(BaseModel):
         return catalog.hardware()[self.hardware]
 
 
-# The wizard's steps and the spec fields each one asks for, in order.
-STEPS: dict[str, tuple[str, ...]] = {
-    "general": ("name", "description", "tags"),
-    "parameters": (
-        "temperature",
-        "max_length",
-        "top_p",
-        "top_k",
-        "stop",
-        "batch_size",
-        "min_replicas",
-        "max_replicas",
-        "scale_up_delay",
-        "scale_down_delay",
-    ),
-    "hardware": ("hardware",),
-}
+def field_meta(field: str) -> FieldMeta:
+    """The FieldMeta declared with a spec field."""
+    found = [m for m in DeploymentSpec.model_fields[field].metadata if isinstance(m, FieldMeta)]
+    return found[0]
 
-# Each field's command-line flag, for messages that tell a person what to change.
-FLAGS: dict[str, str] = {
-    "name": "--name",
-    "description": "--description",
-    "tags": "--tag",
-    "model": "--model",
-    "engine": "--engine",
-    "trust_remote_code": "--trust-remote-code",
-    "temperature": "--temperature",
-    "max_length": "--max-length",
-    "top_p": "--top-p",
-    "top_k": "--top-k",
-    "stop": "--stop",
-    "batch_size": "--batch-size",
-    "min_replicas": "--min-replicas",
-    "max_replicas": "--max-replicas",
-    "scale_up_delay": "--scale-up-delay",
-    "scale_down_delay": "--scale-down-delay",
-    "hardware": "--hardware",
-}
+
+def fields(*, group: str | None = None, serve: Place | None = None) -> tuple[str, ...]:
+    """Spec fields in wizard, review and --help order, optionally of one group or place."""
+    order = {g: i for i, g in enumerate(GROUPS)}
+    found = [
+        f
+        for f in DeploymentSpec.model_fields
+        if (group is None or field_meta(f).group == group)
+        and (serve is None or field_meta(f).serve == serve)
+    ]
+    return tuple(sorted(found, key=lambda f: order[field_meta(f).group]))
+
+
+def flag_of(field: str) -> str:
+    """A field's command-line flag."""
+    return field_meta(field).flag or "--" + field.replace("_", "-")
+
+
+def serve_key(field: str) -> str:
+    """A field's key in the part of the Serve config that keeps it."""
+    return field_meta(field).serve_key or field
+
+
+def range_text(field: str) -> str:
+    """A field's bounds in words, read from its own constraints ('' if it has none)."""
+    info = DeploymentSpec.model_fields[field]
+    origin, args = get_origin(info.annotation), get_args(info.annotation)
+    if origin is Literal:
+        names = [str(a) for a in args]
+        return ", ".join(names[:-1]) + f" or {names[-1]}"
+    bounds = _bounds(info.metadata)
+    if origin is list:
+        words = f"up to {bounds['max_length']}" if "max_length" in bounds else ""
+        each = _bounds(get_args(args[0])[1:]) if get_origin(args[0]) is Annotated else {}
+        if each:
+            words += f", each {_length_words(each)}"
+        return words
+    if info.annotation is str:
+        return _length_words(bounds)
+    if "ge" in bounds and "le" in bounds:
+        return f"{bounds['ge']:g} to {bounds['le']:g}"
+    return ", ".join(f"{_WORDS[key]} {value:g}" for key, value in bounds.items() if key in _WORDS)
+
+
+def rule_text(field: str) -> str:
+    """What a field is and its bounds, as one phrase (the flag's help and the README's rule)."""
+    bounds = range_text(field)
+    description = DeploymentSpec.model_fields[field].description or ""
+    return f"{description} ({bounds})" if bounds else description
+
+
+_WORDS = {"ge": "at least", "gt": "above", "le": "at most", "lt": "below"}
+
+
+def _bounds(metadata: Iterable[object]) -> dict[str, float]:
+    keys = ("ge", "gt", "le", "lt", "min_length", "max_length")
+    return {
+        key: value
+        for item in metadata
+        for key in keys
+        if (value := getattr(item, key, None)) is not None
+    }
+
+
+def _length_words(bounds: dict[str, float]) -> str:
+    low, high = bounds.get("min_length"), bounds.get("max_length")
+    if high is None:
+        return ""
+    return f"{low:g} to {high:g} characters" if low else f"up to {high:g} characters"
+
+
+def spec_table() -> str:
+    """The README's table of spec fields (Markdown): field, flag, meaning and bounds, default."""
+    lines = ["| field | flag | meaning and bounds | default |", "| --- | --- | --- | --- |"]
+    for field in fields():
+        info = DeploymentSpec.model_fields[field]
+        rule = rule_text(field).replace("|", "\\|")
+        lines.append(f"| `{field}` | `{flag_of(field)}` | {rule} | {_default_text(info)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _default_text(info: FieldInfo) -> str:
+    if info.is_required():
+        return "required"
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, int | float):
+        return f"{default:g}"
+    return str(default) if default else ("none" if isinstance(default, list) else "empty")
+
 
 REQUIRED: tuple[str, ...] = tuple(
     name for name, field in DeploymentSpec.model_fields.items() if field.is_required()
 )
+
+# Each field's command-line flag, for messages that tell a person what to change.
+FLAGS: dict[str, str] = {field: flag_of(field) for field in DeploymentSpec.model_fields}

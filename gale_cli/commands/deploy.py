@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from gale_cli import output
 from gale_cli.commands import specflags as flag
+from gale_cli.commands.options import Json
 from gale_cli.errors import GaleError, UsageError
 
 # Imported where used: `gale --help` must not pay for them.
@@ -17,40 +18,24 @@ class Cancelled(GaleError):
     """The person left the wizard or declined the terms: nothing was deployed."""
 
 
+@flag.spec_options()
 def deploy(
-    model: flag.Model = None,
-    name: flag.Name = None,
-    description: flag.Description = None,
-    tag: flag.Tags = None,
-    trust_remote_code: flag.TrustRemoteCode = None,
-    temperature: flag.Temperature = None,
-    max_length: flag.MaxLength = None,
-    top_p: flag.TopP = None,
-    top_k: flag.TopK = None,
-    stop: flag.Stop = None,
-    batch_size: flag.BatchSize = None,
-    min_replicas: flag.MinReplicas = None,
-    max_replicas: flag.MaxReplicas = None,
-    scale_up_delay: flag.ScaleUpDelay = None,
-    scale_down_delay: flag.ScaleDownDelay = None,
-    hardware: flag.Hardware = None,
-    engine: flag.Engine = None,
     file: flag.File = None,
     accept_terms: flag.AcceptTerms = False,
     dry_run: flag.DryRun = False,
-    json_out: flag.Json = False,
+    json_out: Json = False,
     no_input: flag.NoInput = False,
     force: flag.Force = False,
     wait: flag.Wait = True,
     timeout: flag.Timeout = 600,
+    **spec_flags: Any,
 ) -> None:
     """Deploy a model: the wizard asks for what flags and the spec file leave open."""
     from gale_cli.specinput import load_spec_file, merge, validate
     from serving.fit import check_fit
     from serving.serve_config import to_serve_application
 
-    values = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
-    output.set_json(json_out)  # this --json comes from specflags, whose option sets no mode
+    values = merge(load_spec_file(file) if file else {}, flag.spec_values(spec_flags))
     if output.is_interactive(no_input):
         spec = ask(values)
     else:

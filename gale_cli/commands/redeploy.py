@@ -8,6 +8,7 @@ import typer
 
 from gale_cli import output
 from gale_cli.commands import specflags as flag
+from gale_cli.commands.options import Json
 from gale_cli.errors import UsageError
 
 # Imported where used: `gale --help` must not pay for them.
@@ -22,24 +23,9 @@ WHAT_HAPPENS = {
 }
 
 
+@flag.spec_options(without=("name",))  # the name is the deployment's: NAME
 def redeploy(
     deployment: Annotated[str, typer.Argument(metavar="NAME", help="The deployment to change.")],
-    model: flag.Model = None,
-    description: flag.Description = None,
-    tag: flag.Tags = None,
-    trust_remote_code: flag.TrustRemoteCode = None,
-    temperature: flag.Temperature = None,
-    max_length: flag.MaxLength = None,
-    top_p: flag.TopP = None,
-    top_k: flag.TopK = None,
-    stop: flag.Stop = None,
-    batch_size: flag.BatchSize = None,
-    min_replicas: flag.MinReplicas = None,
-    max_replicas: flag.MaxReplicas = None,
-    scale_up_delay: flag.ScaleUpDelay = None,
-    scale_down_delay: flag.ScaleDownDelay = None,
-    hardware: flag.Hardware = None,
-    engine: flag.Engine = None,
     file: flag.File = None,
     recreate: Annotated[
         bool,
@@ -50,11 +36,12 @@ def redeploy(
         ),
     ] = False,
     yes: flag.Yes = False,
-    json_out: flag.Json = False,
+    json_out: Json = False,
     no_input: flag.NoInput = False,
     force: flag.Force = False,
     wait: flag.Wait = True,
     timeout: flag.Timeout = 600,
+    **spec_flags: Any,
 ) -> None:
     """Change a deployment (flags, a file, or the wizard pre-filled with its live configuration)."""
     from gale_cli import lifecycle
@@ -64,8 +51,7 @@ def redeploy(
     from gale_cli.specinput import check_model_path, load_spec_file, merge, validate
     from serving.fit import check_fit
 
-    changes = merge(load_spec_file(file) if file else {}, flag.spec_values(locals()))
-    output.set_json(json_out)  # this --json comes from specflags, whose option sets no mode
+    changes = merge(load_spec_file(file) if file else {}, flag.spec_values(spec_flags))
     with open_session() as session:
         current = lifecycle.find(session.client, session.state, deployment)
         values: dict[str, Any] = {**current.spec.model_dump(), **changes}

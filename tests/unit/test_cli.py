@@ -9,8 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from gale_cli.commands import spec_options
+from gale_cli.commands.specflags import options_source
 from gale_cli.main import main
+from gale_cli.output import render_review
+from serving.spec import DeploymentSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -277,3 +282,57 @@ def test_tables_fit_80_columns_without_breaking_words(command: str) -> None:
     # A word cut in two ("Conte xt") shows pieces that the wide table never prints.
     assert narrow <= wide, narrow - wide
     assert {"ID", "Name"} <= narrow
+
+
+SPEC_FLAGS = [
+    *("--model", "--name", "--description", "--tag", "--trust-remote-code", "--temperature"),
+    *("--max-length", "--top-p", "--top-k", "--stop", "--batch-size", "--min-replicas"),
+    *("--max-replicas", "--scale-up-delay", "--scale-down-delay", "--hardware", "--engine"),
+]
+
+
+def help_text(capsys: pytest.CaptureFixture[str], *command: str) -> str:
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == 0
+    return out
+
+
+def test_deploy_and_redeploy_take_a_flag_per_spec_field(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    deploy_help = help_text(capsys, "deploy")
+    redeploy_help = help_text(capsys, "redeploy")
+    for flag in SPEC_FLAGS:
+        assert f" {flag} " in deploy_help, flag
+        assert (f" {flag} " in redeploy_help) is (flag != "--name"), flag
+    assert "(0 to 86400)" in deploy_help and "hf:ORG/NAME[@REVISION]" in deploy_help
+
+
+@pytest.mark.parametrize("command", [(), ("deploy",), ("redeploy",), ("list",)])
+def test_help_shows_no_type_after_flags(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    text = help_text(capsys, *command)
+    assert "<bool>" not in text
+    if command in (("deploy",), ("redeploy",)):
+        assert "--timeout" in text and "<float>" in text  # options taking a value still say so
+
+
+def test_spec_options_module_is_the_generated_one() -> None:
+    generated = Path(spec_options.__file__).read_text()
+    assert generated == options_source(), "run `python -m gale_cli.commands.specflags`"
+
+
+def test_review_shows_each_field_with_its_label() -> None:
+    spec = DeploymentSpec.model_validate(
+        {"name": "demo", "model": "smollm2-135m-instruct", "hardware": "cpu", "stop": ["\n"]}
+    )
+    console = Console(width=200, record=True)
+    console.print(render_review(spec))
+    text = "\n".join(" ".join(line.split()) for line in console.export_text().splitlines())
+    for line in ("Deployment name demo", "Scale-down delay 600 s", "Stop sequences '\\n'"):
+        assert line in text, text
+    assert "Description —" in text and "Engine auto" in text
+    assert "Trust remote code" not in text

@@ -134,3 +134,11 @@ def test_fit_verdicts() -> None:
     assert verdict.fits is False and "short by" in verdict.message
     assert check_fit(big.model_copy(update={"hardware": "a100-x8"})).fits is True
     assert check_fit(FULL.model_copy(update={"model": "hf:org/x"})).fits is None
+
+
+def test_a_field_missing_from_an_older_application_takes_its_default() -> None:
+    app = to_serve_application(FULL)
+    del app["deployments"][0]["user_config"]["parameters"]["top_k"]
+    del app["deployments"][0]["autoscaling_config"]["downscale_delay_s"]
+    rebuilt, _ = from_serve_application(app)
+    assert rebuilt == FULL.model_copy(update={"top_k": 50, "scale_down_delay": 600})

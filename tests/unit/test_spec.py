@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from serving.spec import REQUIRED, DeploymentSpec, parse_model_ref
+from gale_cli.commands.specflags import README_END, README_START
+from serving.spec import (
+    REQUIRED,
+    DeploymentSpec,
+    field_meta,
+    fields,
+    parse_model_ref,
+    range_text,
+    spec_table,
+)
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 BASE: dict[str, Any] = {"name": "demo", "model": "smollm2-135m-instruct", "hardware": "cpu"}
 
@@ -144,3 +156,34 @@ def test_context_limit_is_not_checked_for_models_outside_the_catalog() -> None:
 def test_model_references_parse(text: str, kind: str, value: str, revision: str | None) -> None:
     ref = parse_model_ref(text)
     assert (ref.kind, ref.value, ref.revision) == (kind, value, revision)
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("temperature", "0 to 2"),
+        ("top_p", "above 0, at most 1"),
+        ("top_k", "at least 1"),
+        ("description", "up to 500 characters"),
+        ("tags", "up to 20, each 1 to 32 characters"),
+        ("engine", "auto, transformers or vllm"),
+        ("name", ""),
+    ],
+)
+def test_range_text_reads_the_field_constraints(field: str, text: str) -> None:
+    assert range_text(field) == text
+
+
+def test_every_field_declares_how_it_is_shown_and_where_serve_keeps_it() -> None:
+    assert set(fields()) == set(DeploymentSpec.model_fields)
+    for field in fields():
+        meta = field_meta(field)
+        assert meta.label and DeploymentSpec.model_fields[field].description, field
+
+
+def test_readme_spec_table_is_the_generated_one() -> None:
+    readme = README.read_text()
+    table = readme.split(README_START + "\n", 1)[1].split(README_END, 1)[0]
+    assert table == spec_table(), "run `python -m gale_cli.commands.specflags`"
+    assert "| `scale_down_delay` | `--scale-down-delay` |" in table
+    assert "(0 to 86400) | 600 |" in table

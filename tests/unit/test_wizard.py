@@ -8,20 +8,21 @@ from typing import Any
 import pytest
 
 from gale_cli.errors import InvalidSpec
+from gale_cli.specinput import problems
 from gale_cli.wizard import (
     HF_CHOICE,
     TERMS,
-    bounds_hint,
-    field_errors,
     format_answer,
     format_stops,
     parse_hf,
     parse_number,
     parse_stops,
     parse_tags,
+    question,
     run_wizard,
+    steps,
 )
-from serving.spec import DeploymentSpec
+from serving.spec import DeploymentSpec, fields
 
 KEEP = object()  # accept the pre-filled default
 
@@ -123,25 +124,28 @@ def run(script: list[tuple[str, Any]], initial: dict[str, Any] | None = None, **
 def test_full_pass_in_order() -> None:
     spec, prompter, review = run(MODEL + GENERAL + PARAMETERS + HARDWARE + ACCEPT)
     assert spec is not None
-    assert spec.model_dump() == {
-        "name": "my-bot",
-        "description": "A small helper",
-        "tags": ["chat", "demo"],
-        "model": "smollm2-135m-instruct",
-        "engine": "auto",
-        "trust_remote_code": False,
-        "temperature": 0.2,
-        "max_length": 128,
-        "top_p": 0.9,
-        "top_k": 40,
-        "stop": ["</s>", "\nUser:"],
-        "batch_size": 4,
-        "min_replicas": 1,
-        "max_replicas": 3,
-        "scale_up_delay": 15.0,
-        "scale_down_delay": 120.0,
-        "hardware": "cpu",
-    }
+    # Built from these values, a field not listed keeps its default, as its question did.
+    assert spec == DeploymentSpec.model_validate(
+        {
+            "name": "my-bot",
+            "description": "A small helper",
+            "tags": ["chat", "demo"],
+            "model": "smollm2-135m-instruct",
+            "engine": "auto",
+            "trust_remote_code": False,
+            "temperature": 0.2,
+            "max_length": 128,
+            "top_p": 0.9,
+            "top_k": 40,
+            "stop": ["</s>", "\nUser:"],
+            "batch_size": 4,
+            "min_replicas": 1,
+            "max_replicas": 3,
+            "scale_up_delay": 15.0,
+            "scale_down_delay": 120.0,
+            "hardware": "cpu",
+        }
+    )
     assert review.specs == [spec]
     assert "REVIEW my-bot" in prompter.notes
     assert prompter.notes.index("General details") < prompter.notes.index("Parameters")
@@ -213,12 +217,13 @@ def test_bad_answer_is_reasked_with_the_reason(label: str, bad: str, reason: str
 
 
 def test_max_replicas_below_the_min_typed_just_before() -> None:
+    at = [label for label, _ in PARAMETERS].index("Min replicas")
     params = [
-        *PARAMETERS[:6],
+        *PARAMETERS[:at],
         ("Min replicas", "5"),
         ("Max replicas", KEEP),  # the pre-filled 1 is below 5
         ("Max replicas", "6"),
-        *PARAMETERS[8:],
+        *PARAMETERS[at + 2 :],
     ]
     spec, prompter, _ = run(MODEL + GENERAL + params + HARDWARE + ACCEPT)
     assert spec is not None and (spec.min_replicas, spec.max_replicas) == (5, 6)
@@ -248,12 +253,11 @@ def test_fields_given_in_initial_are_not_asked() -> None:
 
 def test_everything_given_goes_straight_to_review() -> None:
     initial: dict[str, Any] = {
-        "model": "smollm2-135m-instruct",
-        "name": "all-set",
-        "hardware": "cpu",
+        field: DeploymentSpec.model_fields[field].get_default(call_default_factory=True)
+        for step in steps().values()
+        for field in step
     }
-    for field in ("description", "tags", "temperature", "max_length", "top_p", "top_k", "stop"):
-        initial[field] = DeploymentSpec.model_fields[field].get_default(call_default_factory=True)
+    initial |= {"model": "smollm2-135m-instruct", "name": "all-set", "hardware": "cpu"}
     for field in ("batch_size", "min_replicas", "max_replicas"):
         initial[field] = 2
     initial |= {"scale_up_delay": 1, "scale_down_delay": 2}
@@ -300,7 +304,7 @@ def test_edit_hardware_and_general_from_the_review() -> None:
 
 def test_changing_the_model_rechecks_max_length() -> None:
     script = [("Model", "qwen2.5-0.5b-instruct"), *GENERAL, *PARAMETERS, *HARDWARE]
-    script[6] = ("Maximum length", "20000")
+    script[[label for label, _ in script].index("Maximum length")] = ("Maximum length", "20000")
     script += [("Review", "model"), ("Model", "smollm2-135m-instruct"), ("Maximum length", "4096")]
     spec, prompter, _ = run(script + ACCEPT)
     assert spec is not None and (spec.model, spec.max_length) == ("smollm2-135m-instruct", 4096)
@@ -339,12 +343,14 @@ def test_hugging_face_model_is_prefilled_when_edited() -> None:
     assert prompter.defaults["Hugging Face repo (ORG/NAME[@REVISION])"] == ["org/name@v1"]
 
 
-def test_model_fixed_by_the_caller() -> None:
-    general = GENERAL[:-1]  # the first step has nowhere to go back to: no Next/Back question
-    script = general + PARAMETERS + HARDWARE + ACCEPT
-    spec, prompter, _ = run(script, {"model": "smollm2-135m-instruct"}, ask_model=False)
-    assert spec is not None
-    assert "General details" not in prompter.asked
+def test_a_given_model_is_not_asked_but_back_reaches_it() -> None:
+    back = [*GENERAL[:-1], ("General details", "back"), ("Model", KEEP)]
+    again = [(label, KEEP) for label, _ in GENERAL[:-1]] + [("General details", "next")]
+    script = back + again + PARAMETERS + HARDWARE + ACCEPT
+    spec, prompter, _ = run(script, {"model": "smollm2-135m-instruct"})
+    assert spec is not None and spec.model == "smollm2-135m-instruct"
+    assert prompter.asked[0] == "Deployment name"
+    assert prompter.defaults["Model"] == ["smollm2-135m-instruct"]
 
 
 def test_a_field_the_wizard_does_not_ask_is_an_error() -> None:
@@ -415,13 +421,30 @@ def test_format_answer(field: str, value: Any, text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "hint"),
-    [("temperature", "0 to 2"), ("top_p", "above 0, at most 1"), ("top_k", "at least 1")],
+    ("field", "text"),
+    [
+        ("temperature", "Temperature (0 to 2)"),
+        ("top_p", "Top p (above 0, at most 1)"),
+        ("max_length", "Maximum length (tokens to generate) (at least 1)"),
+        ("tags", "Tags (comma-separated)"),
+        ("stop", "Stop sequences (separate with |; \\n for a newline)"),
+        ("scale_down_delay", "Scale-down delay (s) (0 to 86400)"),
+        ("name", "Deployment name"),
+    ],
 )
-def test_bounds_hint_reads_the_spec(field: str, hint: str) -> None:
-    assert bounds_hint(field) == hint
+def test_questions_come_from_the_field_declarations(field: str, text: str) -> None:
+    assert question(field) == text
 
 
-def test_field_errors_picks_each_field() -> None:
-    errors = field_errors({"name": "x", "model": "smollm2-135m-instruct", "top_p": 0})
-    assert set(errors) == {"top_p", "hardware"}
+def test_steps_ask_every_field_but_those_only_a_flag_sets() -> None:
+    asked = [field for fields_of_step in steps().values() for field in fields_of_step]
+    assert asked == [f for f in fields() if f not in ("trust_remote_code", "engine")]
+    assert list(steps()) == ["model", "general", "parameters", "hardware"]
+
+
+def test_problems_picks_each_field_and_counts_items_from_1() -> None:
+    found = problems({"name": "x", "model": "smollm2-135m-instruct", "top_p": 0})
+    assert set(found) == {"top_p", "hardware"}
+    assert "pass --hardware" in found["hardware"]
+    found = problems({"name": "x", "model": "smollm2-135m-instruct", "tags": ["ok", ""]})
+    assert found["tags"].startswith("item 2: ")
