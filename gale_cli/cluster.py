@@ -8,8 +8,10 @@ thin wrappers at the end of this module give its three functions here too.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from gale_cli.errors import (
     ClusterUnreachable,
     DeployFailed,
     DeployTimeout,
+    UsageError,
 )
 from gale_cli.progress import Progress, messages, progress_of, timeout_error
 from serving import serve_config
@@ -35,8 +38,11 @@ if TYPE_CHECKING:
 USER_AGENT = "gale-cli/0.1 (httpx)"  # never "Mozilla": Ray refuses browser-like requests
 APPS_PATH = "/api/serve/applications/"
 NODES_PATH = "/api/v0/nodes"
+VERSION_PATH = "/api/version"
 WRITE_ATTEMPTS = 4
 LOCK_WAIT_S = 60.0
+# A second look after each write: a stale PUT from another machine lands within this.
+VERIFY_DELAY_S = 0.5
 UP_HINT = "start one with `gale cluster up` or set GALE_RAY_ADDRESS"
 TOKEN_HINT = (
     "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token; "
@@ -62,8 +68,10 @@ class ServeClient:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        verify_delay: float = VERIFY_DELAY_S,
     ) -> None:
         self.config = config or ClusterConfig.from_env()
+        self.verify_delay = verify_delay
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
@@ -147,6 +155,14 @@ class ServeClient:
         # Starting Serve on the first PUT can take a while.
         self._request("PUT", APPS_PATH, json=body, timeout=120.0)
 
+    def session_name(self) -> str | None:
+        """The Ray session of the cluster (new each time a cluster starts), or None if unknown."""
+        try:
+            name = self._request("GET", VERSION_PATH).json().get("session_name")
+        except (ClusterError, ValueError, AttributeError):
+            return None
+        return str(name) if name else None
+
     def node_resources(self) -> list[dict[str, float]]:
         """Total logical resources of each alive node (Ray's State API)."""
         payload = self._request("GET", NODES_PATH, params={"detail": "1"}).json()
@@ -159,7 +175,11 @@ class ServeClient:
     def _config_lock(self) -> Iterator[None]:
         """Serialize gale's read-modify-write of the cluster config on this machine."""
         self.config.gale_home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.config.gale_home / "serve-config.lock", "a") as handle:
+        path = self.config.gale_home / "serve-config.lock"
+        # Owner-only even in a GALE_HOME that already existed with wider permissions.
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "a") as handle:
             deadline = time.monotonic() + LOCK_WAIT_S
             while True:
                 try:
@@ -193,7 +213,11 @@ class ServeClient:
     def _update(
         self, change: Callable[[dict[str, dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
     ) -> dict[str, Any]:
-        """Read the declarative apps, let `change` rewrite them, and PUT if nothing moved."""
+        """Read the declarative apps, let `change` rewrite them, PUT, and check the result.
+
+        `change` always works from the config read in this attempt, so a retry
+        recomputes it from what another machine wrote meanwhile.
+        """
         with self._config_lock():
             for _ in range(WRITE_ATTEMPTS):
                 details = self.get_applications()
@@ -204,28 +228,63 @@ class ServeClient:
                 if _declarative(self.get_applications()) != apps:
                     continue
                 self.put_applications(new_apps, **self._options(details))
-                return details
+                # Another machine's PUT of what it read before ours reverts this write:
+                # look again (now and a moment later) and redo the change if it is gone.
+                if self._landed(new_apps, apps) and (
+                    not self.verify_delay or self._landed(new_apps, apps, self.verify_delay)
+                ):
+                    return details
         raise ClusterError(
             f"the cluster's Serve config changed during each of {WRITE_ATTEMPTS} attempts "
             "to update it; another client is deploying, try again"
         )
 
-    def apply_application(self, app_config: dict[str, Any]) -> Applied:
-        """Deploy or update one gale application, keeping every other application as is."""
-        name = app_config["name"]
+    def _landed(
+        self, sent: list[dict[str, Any]], before: dict[str, dict[str, Any]], delay: float = 0
+    ) -> bool:
+        """Whether the live config still holds what gale sent (read back after `delay`)."""
+        if delay:
+            time.sleep(delay)
+        now = _declarative(self.get_applications())
+        if set(now) != {app["name"] for app in sent}:
+            return False
+        for app in sent:
+            name = app["name"]
+            unchanged = name in before and before[name]["config"] == app
+            # An application gale did not change must read back as it was read.
+            if not (
+                _same(now[name]["config"], before[name]["config"])
+                if unchanged
+                else _same(now[name]["config"], app)
+            ):
+                return False
+        return True
+
+    def modify_application(
+        self,
+        name: str,
+        edit: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+    ) -> Applied:
+        """Change one gale application from its live config, inside the lock.
+
+        `edit` gets the application's config as the cluster has it now (None when
+        absent) and returns the new one (None removes it); it runs again on each
+        retry, so a change is always made to the latest config, never to an older read.
+        """
         seen: dict[str, Any] = {}
 
         def change(apps: dict[str, dict[str, Any]], live: dict[str, Any]) -> list[dict[str, Any]]:
-            _refuse_imperative(name, live, "replace")
             current = apps.get(name)
             if current is not None and not serve_config.is_gale_application(current["config"]):
                 raise ClusterError(
                     f"the cluster already runs an application named '{name}' that gale "
                     "did not deploy; choose another name"
                 )
+            new = edit(copy.deepcopy(current["config"]) if current else None)
+            _refuse_imperative(name, live, "replace" if new is not None else "remove")
             seen.update(previous=current)
             others = [app["config"] for key, app in apps.items() if key != name]
-            return [*others, app_config]
+            return [*others, new] if new is not None else others
 
         existing = self._update(change)["applications"].get(name)
         previous = seen.get("previous")
@@ -235,17 +294,26 @@ class ServeClient:
             existing.get("last_deployed_time_s") if existing else None,
         )
 
+    def apply_application(self, app_config: dict[str, Any], *, create: bool = False) -> Applied:
+        """Deploy or update one gale application, keeping every other application as is.
+
+        With `create`, only a new application: one of that name already there is a UsageError.
+        """
+        name = app_config["name"]
+
+        def edit(current: dict[str, Any] | None) -> dict[str, Any]:
+            if create and current is not None:
+                raise UsageError(
+                    f"a deployment named '{name}' already exists",
+                    hint=f"change it with `gale redeploy {name}`, or choose another --name",
+                )
+            return app_config
+
+        return self.modify_application(name, edit)
+
     def remove_application(self, name: str) -> bool:
         """Remove one application, keeping every other; False when it was not there."""
-        found: list[bool] = []
-
-        def change(apps: dict[str, dict[str, Any]], live: dict[str, Any]) -> list[dict[str, Any]]:
-            _refuse_imperative(name, live, "remove")
-            found.append(name in apps)
-            return [app["config"] for key, app in apps.items() if key != name]
-
-        self._update(change)
-        return found[-1]
+        return self.modify_application(name, lambda current: None).previous is not None
 
     # -- waiting ---------------------------------------------------------------
 
@@ -310,6 +378,20 @@ def _declarative(details: dict[str, Any]) -> dict[str, dict[str, Any]]:
             )
         apps[name] = {"config": config, "deployed": app.get("last_deployed_time_s")}
     return apps
+
+
+def _same(live: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether two application configs say the same (gale's compared as spec and keys)."""
+    if live == expected:
+        return True
+    if not (serve_config.is_gale_application(live) and serve_config.is_gale_application(expected)):
+        return False
+    try:
+        return serve_config.from_serve_application(live) == serve_config.from_serve_application(
+            expected
+        )
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
 
 
 def _refuse_imperative(name: str, live: dict[str, Any], verb: str) -> None:

@@ -18,7 +18,10 @@ Name = Annotated[str, typer.Argument(metavar="NAME", help="A deployment name.")]
 @keys_app.command("create")
 def create(
     name: Name,
-    key_name: Annotated[str, typer.Option("--key-name", help="A label for the key.")] = "default",
+    key_name: Annotated[
+        str | None,
+        typer.Option("--key-name", help="A label for the key (default: key-<6 hex>, unique)."),
+    ] = None,
     json_out: flag.Json = False,
 ) -> None:
     """Create a key (shown once); it works within seconds, with no restart."""

@@ -66,6 +66,9 @@ class FakeDashboard:
         self.on_get: Callable[[int], None] | None = None
         self.gets = 0
         self.status_override: int | None = None
+        self.after_put: Callable[[], None] | None = None
+        self.fail_put: Callable[[dict], bool] | None = None
+        self.session = "session_1"
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -78,10 +81,16 @@ class FakeDashboard:
             return httpx.Response(200, json={"applications": copy.deepcopy(self.apps)})
         if request.url.path == "/api/serve/applications/" and request.method == "PUT":
             body = json.loads(request.content)
+            if self.fail_put and self.fail_put(body):
+                return httpx.Response(500, text="the controller failed")
             self.puts.append(body)
             kept = {n: a for n, a in self.apps.items() if a["source"] == "imperative"}
             self.apps = kept | {c["name"]: live(c, "DEPLOYING") for c in body["applications"]}
+            if self.after_put:
+                self.after_put()
             return httpx.Response(200)
+        if request.url.path == "/api/version":
+            return httpx.Response(200, json={"ray_version": "2.60.0", "session_name": self.session})
         if request.url.path == "/api/v0/nodes":
             rows = [{"state": "ALIVE", "resources_total": n} for n in self.nodes]
             return httpx.Response(200, json={"data": {"result": {"result": rows}}})

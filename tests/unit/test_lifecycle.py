@@ -30,11 +30,23 @@ class MemoryCluster:
             }
         }
 
-    def apply_application(self, app: dict[str, Any]) -> None:
+    def apply_application(self, app: dict[str, Any], *, create: bool = False) -> None:
+        if create and app["name"] in self.apps:
+            raise UsageError(f"a deployment named '{app['name']}' already exists")
         self.apps[app["name"]] = app
+
+    def modify_application(self, name: str, edit: Any) -> None:
+        new = edit(self.apps.get(name))
+        if new is None:
+            self.apps.pop(name, None)
+        else:
+            self.apps[name] = new
 
     def remove_application(self, name: str) -> bool:
         return self.apps.pop(name, None) is not None
+
+    def session_name(self) -> str | None:
+        return None  # a cluster that does not say which session it is
 
     def wait_for_removal(self, name: str, timeout: float) -> None:
         assert name not in self.apps

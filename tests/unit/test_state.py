@@ -59,3 +59,13 @@ def test_delete_forgets_history(tmp_path: Path) -> None:
 def test_state_lives_under_gale_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GALE_HOME", str(tmp_path / "home"))
     assert State().path == tmp_path / "home" / "state.db"
+
+
+def test_state_and_lock_files_are_private_in_an_existing_home(tmp_path: Path) -> None:
+    from tests.unit.test_cluster_client import FakeDashboard, client_for, gale_app
+
+    tmp_path.chmod(0o755)  # a GALE_HOME made earlier, readable by others
+    State(tmp_path / "state.db")
+    client_for(FakeDashboard(), tmp_path).apply_application(gale_app())
+    for name in ("state.db", "serve-config.lock"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name

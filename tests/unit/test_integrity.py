@@ -1,0 +1,169 @@
+"""Two machines (two GALE_HOMEs) driving one cluster: the fake dashboard stands for it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gale_cli import lifecycle
+from gale_cli.cluster import ClusterConfig, ServeClient
+from gale_cli.errors import ClusterError, UsageError
+from gale_cli.state import State
+from serving.keys import match_key
+from serving.spec import DeploymentSpec
+from tests.unit.test_cluster_client import TOKEN, FakeDashboard
+
+SPEC = DeploymentSpec(name="demo", model="smollm2-135m-instruct", hardware="cpu")
+
+
+class Machine:
+    """One machine: its own GALE_HOME (lock and state) and a client of the shared cluster."""
+
+    def __init__(self, fake: FakeDashboard, home: Path) -> None:
+        config = ClusterConfig(gale_home=home, token=TOKEN, token_source="RAY_AUTH_TOKEN")
+        self.client = ServeClient(config, transport=httpx.MockTransport(fake), verify_delay=0)
+        self.state = State(home / "state.db")
+
+
+@pytest.fixture
+def fake() -> FakeDashboard:
+    return FakeDashboard()
+
+
+@pytest.fixture
+def a(fake: FakeDashboard, tmp_path: Path) -> Machine:
+    return Machine(fake, tmp_path / "a")
+
+
+@pytest.fixture
+def b(fake: FakeDashboard, tmp_path: Path) -> Machine:
+    return Machine(fake, tmp_path / "b")
+
+
+def live_keys(m: Machine, name: str = "demo") -> list:
+    return lifecycle.live_deployments(m.client)[name].keys
+
+
+def once(hook: Callable[[], object], after: int = 0) -> Callable[..., None]:
+    """A fake-dashboard hook that runs once, on the call after the first `after` ones."""
+    calls: list[bool] = []
+
+    def run(*args: object) -> None:
+        calls.append(True)
+        if len(calls) == after + 1:
+            hook()
+
+    return run
+
+
+def test_a_revoke_during_a_key_create_stays_revoked(
+    fake: FakeDashboard, a: Machine, b: Machine
+) -> None:
+    k1 = lifecycle.deploy(a.client, a.state, SPEC)
+    k1_id = live_keys(a)[0].id
+    # B revokes k1 right after A has read the deployment to add a key.
+    fake.on_get = once(lambda: lifecycle.revoke_key(b.client, b.state, "demo", k1_id), after=1)
+    k2, _ = lifecycle.create_key(a.client, a.state, "demo", "ci")
+    keys = live_keys(a)
+    assert match_key(k1, keys) is None
+    assert match_key(k2, keys) is not None
+
+
+def test_a_write_reverted_by_another_machine_is_detected_and_redone(
+    fake: FakeDashboard, a: Machine, b: Machine
+) -> None:
+    k1 = lifecycle.deploy(a.client, a.state, SPEC)
+    k1_id = live_keys(a)[0].id
+    stale = copy.deepcopy(fake.apps)
+    # Another machine's PUT of what it read earlier lands right after B's revoke.
+    fake.after_put = once(lambda: setattr(fake, "apps", copy.deepcopy(stale)))
+    lifecycle.revoke_key(b.client, b.state, "demo", k1_id)
+    assert match_key(k1, live_keys(a)) is None
+
+
+def test_a_deployment_from_another_machine_is_not_replaced(
+    fake: FakeDashboard, a: Machine, b: Machine
+) -> None:
+    key_a: list[str] = []
+    # A deploys the name right after B checked it was free.
+    fake.on_get = once(lambda: key_a.append(lifecycle.deploy(a.client, a.state, SPEC)), after=1)
+    with pytest.raises(UsageError) as info:
+        lifecycle.deploy(b.client, b.state, SPEC)
+    assert "already exists" in info.value.message
+    assert "gale redeploy demo" in (info.value.hint or "")
+    assert match_key(key_a[0], live_keys(a)) is not None
+
+
+def test_unnamed_keys_get_unique_names(a: Machine) -> None:
+    lifecycle.deploy(a.client, a.state, SPEC)
+    _, first = lifecycle.create_key(a.client, a.state, "demo")
+    _, second = lifecycle.create_key(a.client, a.state, "demo")
+    names = [k.name for k in live_keys(a)]
+    assert len(set(names)) == 3
+    assert first.name != second.name
+
+
+def test_restore_does_not_bring_back_a_key_revoked_elsewhere(
+    fake: FakeDashboard, a: Machine, b: Machine
+) -> None:
+    k1 = lifecycle.deploy(a.client, a.state, SPEC)
+    k2, r2 = lifecycle.create_key(a.client, a.state, "demo", "ci")
+    lifecycle.revoke_key(b.client, b.state, "demo", r2.id)
+    lifecycle.all_deployments(a.client, a.state)  # any command A runs afterwards
+    fake.apps.clear()  # the cluster is lost
+    fake.session = "session_2"
+    assert lifecycle.restore(a.client, a.state) == ["demo"]
+    assert match_key(k2, live_keys(a)) is None
+    assert match_key(k1, live_keys(a)) is not None
+
+
+def test_restore_does_not_resurrect_a_deployment_deleted_elsewhere(
+    fake: FakeDashboard, a: Machine, b: Machine
+) -> None:
+    lifecycle.deploy(a.client, a.state, SPEC)
+    lifecycle.delete(b.client, b.state, "demo")
+    assert lifecycle.restore(a.client, a.state) == []
+    assert lifecycle.find(a.client, a.state, "demo").status == "Undeployed"
+    assert "demo" not in fake.apps
+    # Learnt once, it holds after a cluster loss too.
+    fake.session = "session_2"
+    assert lifecycle.restore(a.client, a.state) == []
+
+
+def test_a_failed_recreate_keeps_the_deployment_for_restore(
+    fake: FakeDashboard, a: Machine
+) -> None:
+    key = lifecycle.deploy(a.client, a.state, SPEC)
+    change = lifecycle.plan_redeploy(
+        a.client, a.state, "demo", SPEC.model_copy(update={"hardware": "cpu-large"})
+    )
+    # The removal goes through; submitting the new version fails.
+    fake.fail_put = lambda body: any(app["name"] == "demo" for app in body["applications"])
+    with pytest.raises(ClusterError):
+        lifecycle.redeploy(a.client, a.state, change, recreate=True)
+    assert "demo" not in fake.apps
+    assert lifecycle.find(a.client, a.state, "demo").status == "Not running"
+    fake.fail_put = None
+    assert lifecycle.restore(a.client, a.state) == ["demo"]
+    assert match_key(key, live_keys(a)) is not None
+    assert lifecycle.live_deployments(a.client)["demo"].spec.hardware == "cpu-large"
+
+
+def test_an_unreadable_application_is_shown_and_others_go_on(
+    fake: FakeDashboard, a: Machine
+) -> None:
+    lifecycle.deploy(a.client, a.state, SPEC)
+    lifecycle.deploy(a.client, a.state, SPEC.model_copy(update={"name": "old"}))
+    fake.apps["old"]["deployed_app_config"]["args"]["model"] = "removed-from-catalog"
+    found = lifecycle.all_deployments(a.client, a.state)
+    assert found["demo"].spec == SPEC
+    assert found["old"].status == "Unreadable"
+    assert "removed-from-catalog" in found["old"].message
+    lifecycle.create_key(a.client, a.state, "demo", "ci")
+    with pytest.raises(UsageError) as info:
+        lifecycle.create_key(a.client, a.state, "old", "ci")
+    assert "unreadable" in info.value.message
