@@ -309,15 +309,23 @@ def _change_keys(
 
 
 def create_key(
-    cluster: Cluster, state: State, name: str, key_name: str | None = None
+    cluster: Cluster,
+    state: State,
+    name: str,
+    key_name: str | None = None,
+    *,
+    expires_in: float | None = None,
 ) -> tuple[str, KeyRecord]:
     """A new key for a deployment; return the key (shown once) and its record.
 
-    Without `key_name` the key is named `key-<6 hex>`, unique among its keys.
+    Without `key_name` the key is named `key-<6 hex>`, unique among its keys. With
+    `expires_in` (seconds) replicas refuse it once that time has passed; expired
+    records are dropped at the next key change.
     """
     made: list[tuple[str, KeyRecord]] = []
 
     def add(keys: list[KeyRecord]) -> list[KeyRecord]:
+        keys = [k for k in keys if not k.expired()]
         taken = {k.name for k in keys}
         if key_name is not None and key_name in taken:
             raise UsageError(
@@ -326,7 +334,7 @@ def create_key(
         label = key_name
         while label is None or label in taken:
             label = f"key-{secrets.token_hex(3)}"
-        made.append(generate_key(label))
+        made.append(generate_key(label, expires_in))
         return [*keys, made[-1][1]]
 
     _change_keys(cluster, state, name, add)
@@ -344,7 +352,7 @@ def revoke_key(cluster: Cluster, state: State, name: str, key_id: str) -> KeyRec
                 f"'{name}' has no key with id '{key_id}'", hint=f"`gale keys list {name}`"
             )
         revoked.append(next(k for k in keys if k.id == key_id))
-        return kept
+        return [k for k in kept if not k.expired()]
 
     _change_keys(cluster, state, name, remove)
     return revoked[-1]

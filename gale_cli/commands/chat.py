@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import httpx
 
 KEY_NAME = "gale-chat"
+# The session key stops working on its own even if this process is killed before revoking it.
+KEY_LIFETIME_S = 8 * 3600
 
 
 def chat(
@@ -45,9 +47,14 @@ def chat(
         lifecycle.find(session.client, session.state, name)
         url = lifecycle.endpoint(session.config.serve_url, name)
         if not api_key:
-            # A key only for this session, revoked when it ends: gale keeps no keys.
+            # A key only for this session, revoked when it ends (and expiring by
+            # itself if it never gets to): gale keeps no keys.
             api_key, temporary = lifecycle.create_key(
-                session.client, session.state, name, f"{KEY_NAME}-{secrets.token_hex(3)}"
+                session.client,
+                session.state,
+                name,
+                f"{KEY_NAME}-{secrets.token_hex(3)}",
+                expires_in=KEY_LIFETIME_S,
             )
             wait_for_key(url, api_key)
         messages = [{"role": "system", "content": system}] if system else []

@@ -22,19 +22,33 @@ def create(
         str | None,
         typer.Option("--key-name", help="A label for the key (default: key-<6 hex>, unique)."),
     ] = None,
+    expires_in: Annotated[
+        str | None,
+        typer.Option("--expires-in", help="Stop working after this long: 30m, 12h, 7d."),
+    ] = None,
     json_out: flag.Json = False,
 ) -> None:
     """Create a key (shown once); it works within seconds, with no restart."""
     from gale_cli import lifecycle
+    from gale_cli.errors import UsageError
     from gale_cli.session import open_session
+    from serving.keys import parse_duration
 
+    try:
+        seconds = parse_duration(expires_in) if expires_in is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--expires-in: {exc}", hint="e.g. --expires-in 12h") from None
     session = open_session()
     try:
-        key, record = lifecycle.create_key(session.client, session.state, name, key_name)
+        key, record = lifecycle.create_key(
+            session.client, session.state, name, key_name, expires_in=seconds
+        )
     finally:
         session.close()
     if json_out:
-        output.print_json({"id": record.id, "name": record.name, "key": key})
+        output.print_json(
+            {"id": record.id, "name": record.name, "key": key, "expires_at": record.expires_at}
+        )
     else:
         output.message(f"Created key {record.id} ({record.name}). Shown once; store it now:")
         typer.echo(key)
@@ -52,7 +66,14 @@ def list_keys(name: Name, json_out: flag.Json = False) -> None:
     finally:
         session.close()
     rows = [
-        {"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at} for k in keys
+        {
+            "id": k.id,
+            "name": k.name,
+            "prefix": k.prefix,
+            "created_at": k.created_at,
+            "expires_at": k.expires_at,
+        }
+        for k in keys
     ]
     if json_out:
         output.print_json(rows)

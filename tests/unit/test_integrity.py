@@ -13,7 +13,7 @@ from gale_cli import lifecycle
 from gale_cli.cluster import ClusterConfig, ServeClient
 from gale_cli.errors import ClusterError, UsageError
 from gale_cli.state import State
-from serving.keys import match_key
+from serving.keys import match_key, parse_duration
 from serving.spec import DeploymentSpec
 from tests.unit.test_cluster_client import TOKEN, FakeDashboard
 
@@ -167,3 +167,33 @@ def test_an_unreadable_application_is_shown_and_others_go_on(
     with pytest.raises(UsageError) as info:
         lifecycle.create_key(a.client, a.state, "old", "ci")
     assert "unreadable" in info.value.message
+
+
+def test_a_key_with_an_expiry_stops_matching_and_is_dropped_later(a: Machine) -> None:
+    lifecycle.deploy(a.client, a.state, SPEC)
+    key, record = lifecycle.create_key(a.client, a.state, "demo", "ci", expires_in=60)
+    assert record.expires_at is not None
+    stored = next(k for k in live_keys(a) if k.id == record.id)
+    assert stored.expires_at == record.expires_at  # the replica gets the expiry
+    assert match_key(key, [stored], now=record.expires_at - 1) == stored
+    assert match_key(key, [stored], now=record.expires_at) is None
+    # Expired records go at the next key change.
+    expired = stored.model_copy(update={"expires_at": 1.0})
+    lifecycle._change_keys(  # noqa: SLF001
+        a.client, a.state, "demo", lambda keys: [expired if k.id == stored.id else k for k in keys]
+    )
+    lifecycle.create_key(a.client, a.state, "demo")
+    assert record.id not in [k.id for k in live_keys(a)]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30m", 1800), ("12h", 43200), ("7d", 604800), ("45s", 45)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0h", "12", "h", "1w", "-1d", "1.5h"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="30m, 12h, 7d"):
+        parse_duration(text)
