@@ -69,9 +69,12 @@ class ServeClient:
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
         verify_delay: float = VERIFY_DELAY_S,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config or ClusterConfig.from_env()
         self.verify_delay = verify_delay
+        self._warn = warn or _warn
+        self._probed = False
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
@@ -143,7 +146,25 @@ class ServeClient:
                 "is this a Ray dashboard?"
             ) from None
         details.setdefault("applications", {})
+        if not self._probed:
+            self._probed = True
+            self._check_door()
         return details
+
+    def _check_door(self) -> None:
+        """Warn once when the dashboard answers Serve's API to a request without the token."""
+        request = self._http.build_request("GET", APPS_PATH)
+        request.headers.pop("Authorization", None)
+        try:
+            open_door = self._http.send(request).status_code == 200
+        except httpx.HTTPError:
+            return
+        if open_door:
+            self._warn(
+                f"the Ray dashboard at {self.config.dashboard_url} answers without a token: "
+                "anyone who can reach it can run code on the cluster. Start Ray with "
+                "RAY_AUTH_MODE=token (`gale cluster up` does)."
+            )
 
     def get_application(self, name: str) -> dict[str, Any] | None:
         """One application's details, or None when the cluster has none of that name."""
@@ -378,6 +399,12 @@ def _declarative(details: dict[str, Any]) -> dict[str, dict[str, Any]]:
             )
         apps[name] = {"config": config, "deployed": app.get("last_deployed_time_s")}
     return apps
+
+
+def _warn(text: str) -> None:
+    from gale_cli import output
+
+    output.message(f"Warning: {text}", style="yellow")
 
 
 def _same(live: dict[str, Any], expected: dict[str, Any]) -> bool:

@@ -197,3 +197,44 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="30m, 12h, 7d"):
         parse_duration(text)
+
+
+# -- doors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "env", "refused"),
+    [
+        ("http://ray.example:8265", {}, True),
+        ("ray.example:8265", {}, True),
+        ("http://ray.example:8265", {"GALE_INSECURE": "1"}, False),
+        ("https://ray.example:8265", {}, False),
+        ("http://127.0.0.1:8265", {}, False),
+        ("http://localhost:8265", {}, False),
+    ],
+)
+def test_plain_http_to_another_machine_needs_consent(
+    tmp_path: Path, address: str, env: dict, refused: bool
+) -> None:
+    environ = {"GALE_HOME": str(tmp_path), "GALE_RAY_ADDRESS": address, **env}
+    if refused:
+        with pytest.raises(UsageError, match="in clear") as info:
+            ClusterConfig.from_env(environ)
+        assert "GALE_INSECURE=1" in (info.value.hint or "")
+        assert info.value.exit_code == 2
+    else:
+        assert ClusterConfig.from_env(environ).dashboard_url.endswith(":8265")
+
+
+@pytest.mark.parametrize("requires_token", [True, False])
+def test_a_dashboard_that_answers_without_the_token_is_reported(
+    fake: FakeDashboard, tmp_path: Path, requires_token: bool
+) -> None:
+    fake.requires_token = requires_token
+    warnings: list[str] = []
+    config = ClusterConfig(gale_home=tmp_path, token=TOKEN, token_source="RAY_AUTH_TOKEN")
+    client = ServeClient(config, transport=httpx.MockTransport(fake), warn=warnings.append)
+    client.get_applications()
+    client.get_applications()
+    assert len(warnings) == (0 if requires_token else 1)
+    assert all("answers without a token" in w and TOKEN not in w for w in warnings)
