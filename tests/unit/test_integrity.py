@@ -238,3 +238,36 @@ def test_a_dashboard_that_answers_without_the_token_is_reported(
     client.get_applications()
     assert len(warnings) == (0 if requires_token else 1)
     assert all("answers without a token" in w and TOKEN not in w for w in warnings)
+
+
+def test_the_local_head_starts_with_a_minimal_environment(tmp_path: Path) -> None:
+    from gale_cli import local_head
+
+    environ = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/me",
+        "PYTHONPATH": "/src",
+        "LC_ALL": "C.UTF-8",
+        "HF_HOME": "/cache/hf",
+        "CUDA_VISIBLE_DEVICES": "0",
+        "GALE_HOME": "/home/me/.gale",
+        "RAY_DEDUP_LOGS": "0",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "HF_TOKEN": "hf_secret",
+        "GALE_API_KEY": "gale-secret",
+        "GITHUB_TOKEN": "gh",
+        "DATABASE_URL": "postgres://",
+        "MY_SETTING": "x",
+    }
+    config = ClusterConfig(gale_home=tmp_path)
+    env = local_head._head_env(config, "t" * 64, environ, extra=["MY_SETTING", "HF_TOKEN"])  # noqa: SLF001
+    for name in ("PATH", "HOME", "PYTHONPATH", "LC_ALL", "HF_HOME", "CUDA_VISIBLE_DEVICES"):
+        assert env[name] == environ[name]
+    assert env["GALE_HOME"] and env["RAY_DEDUP_LOGS"] == "0"
+    assert env["MY_SETTING"] == "x" and env["HF_TOKEN"] == "hf_secret"  # named: passed
+    for name in ("AWS_SECRET_ACCESS_KEY", "GALE_API_KEY", "GITHUB_TOKEN", "DATABASE_URL"):
+        assert name not in env
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert "HF_TOKEN" not in local_head._head_env(config, "t" * 64, environ)  # noqa: SLF001
+    with pytest.raises(UsageError, match="NOT_SET"):
+        local_head.head_environment(environ, ["NOT_SET"])
