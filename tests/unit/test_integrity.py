@@ -271,3 +271,29 @@ def test_the_local_head_starts_with_a_minimal_environment(tmp_path: Path) -> Non
     assert "HF_TOKEN" not in local_head._head_env(config, "t" * 64, environ)  # noqa: SLF001
     with pytest.raises(UsageError, match="NOT_SET"):
         local_head.head_environment(environ, ["NOT_SET"])
+
+
+@pytest.mark.parametrize(
+    ("model", "ok"),
+    [
+        ("hf:org/model", False),
+        ("hf:org/model@main", False),
+        ("hf:org/model@v1.0", False),
+        ("hf:org/model@" + "a" * 39, False),
+        ("hf:org/model@" + "0123456789abcdef0123" * 2, True),
+        ("/models/mine", True),  # local code: what is on disk is what runs
+        ("smollm2-135m-instruct", True),  # packaged with gale, no hub code
+    ],
+)
+def test_trust_remote_code_needs_a_pinned_commit(model: str, ok: bool) -> None:
+    from pydantic import ValidationError
+
+    fields = {"name": "x", "model": model, "hardware": "cpu", "trust_remote_code": True}
+    if ok:
+        assert DeploymentSpec.model_validate(fields).trust_remote_code
+        return
+    with pytest.raises(ValidationError, match="pinned") as info:
+        DeploymentSpec.model_validate(fields)
+    assert info.value.errors()[0]["loc"] == ("trust_remote_code",)
+    assert "40-hex commit" in str(info.value)
+    DeploymentSpec.model_validate({**fields, "trust_remote_code": False})  # fine without it
