@@ -39,6 +39,8 @@ USER_AGENT = "gale-cli/0.1 (httpx)"  # never "Mozilla": Ray refuses browser-like
 APPS_PATH = "/api/serve/applications/"
 NODES_PATH = "/api/v0/nodes"
 VERSION_PATH = "/api/version"
+# Deployment statuses in which every replica runs the latest config.
+STEADY = {"HEALTHY", "UPSCALING", "DOWNSCALING"}
 WRITE_ATTEMPTS = 4
 LOCK_WAIT_S = 60.0
 # A second look after each write: a stale PUT from another machine lands within this.
@@ -374,6 +376,39 @@ class ServeClient:
                 raise timeout_error(name, timeout, progress)
             time.sleep(min(poll_interval, remaining))
 
+    def wait_for_update(
+        self, name: str, since: float | None, timeout: float, *, poll_interval: float = 0.5
+    ) -> list[str]:
+        """Poll until every replica of `name` runs the config deployed after `since`.
+
+        Return nothing then; at the timeout, one line per replica that may still run an
+        older config (and why). Serve applies a key change through `reconfigure()`;
+        until the deployment is back to a steady status, some replica may not have it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            app = self.get_application(name)
+            if app is None or app.get("status") == "DELETING":
+                return []  # nothing serves it any more
+            deployment = app.get("deployments", {}).get(serve_config_deployment(), {})
+            replicas = deployment.get("replicas", [])
+            fresh = (app.get("last_deployed_time_s") or 0) > (since or 0)
+            settled = deployment.get("status") in STEADY and app.get("status") == "RUNNING"
+            if fresh and settled and all(r.get("state") != "UPDATING" for r in replicas):
+                return []
+            if time.monotonic() > deadline:
+                why = f"the deployment is {deployment.get('status') or app.get('status')}"
+                message = deployment.get("message") or app.get("message")
+                if message:
+                    why += f": {message}"
+                lagging = [r for r in replicas if r.get("state") != "STARTING"] or replicas
+                return [
+                    f"replica {r.get('replica_id', '?')} (pid {r.get('pid', '?')}, "
+                    f"{r.get('state', '?')}) may still have the old keys; {why}"
+                    for r in lagging
+                ] or [f"'{name}' has not confirmed the change; {why}"]
+            time.sleep(poll_interval)
+
     def wait_for_removal(self, name: str, timeout: float, *, poll_interval: float = 1.0) -> None:
         """Poll until the cluster no longer lists `name`."""
         deadline = time.monotonic() + timeout
@@ -399,6 +434,11 @@ def _declarative(details: dict[str, Any]) -> dict[str, dict[str, Any]]:
             )
         apps[name] = {"config": config, "deployed": app.get("last_deployed_time_s")}
     return apps
+
+
+def serve_config_deployment() -> str:
+    """The name of the one deployment in each gale application."""
+    return serve_config.DEPLOYMENT_NAME
 
 
 def _warn(text: str) -> None:

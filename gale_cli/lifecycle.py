@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from gale_cli.errors import UsageError
+from gale_cli.errors import GaleError, UsageError
 from gale_cli.state import State
 from serving.keys import KeyRecord, generate_key
 from serving.serve_config import (
@@ -52,6 +52,8 @@ class Cluster(Protocol):
     def remove_application(self, name: str) -> bool: ...
 
     def session_name(self) -> str | None: ...
+
+    def wait_for_update(self, name: str, since: float | None, timeout: float) -> list[str]: ...
 
     def wait_for_removal(self, name: str, timeout: float) -> None: ...
 
@@ -283,8 +285,12 @@ def _change_keys(
     state: State,
     name: str,
     change: Callable[[list[KeyRecord]], list[KeyRecord]],
+    confirm_within: float | None = None,
 ) -> list[KeyRecord]:
-    """Change a deployment's keys from the live config inside the lock; return the new list."""
+    """Change a deployment's keys from the live config inside the lock; return the new list.
+
+    With `confirm_within` (seconds), return only once every replica runs the new list.
+    """
     current = find(cluster, state, name)
     if current.status == UNREADABLE:
         raise UsageError(f"'{name}' is unreadable: {current.message}")
@@ -299,12 +305,21 @@ def _change_keys(
         result.append(change(keys))
         return to_serve_application(spec, result[-1])
 
-    cluster.modify_application(name, edit)
+    applied = cluster.modify_application(name, edit)
     if state.get(name) is None:
         state.save(current.spec, result[-1], deployed=True, action="adopt")
     else:
         state.set_keys(name, result[-1])
     _mark_seen(cluster, state, name)
+    if confirm_within is not None:
+        since = getattr(applied, "previous_deploy_time", None)
+        lagging = cluster.wait_for_update(name, since, confirm_within)
+        if lagging:
+            raise GaleError(
+                f"the key change to '{name}' is on the cluster, but not every replica has "
+                f"confirmed it after {confirm_within:g}s:\n  " + "\n  ".join(lagging),
+                hint=f"`gale status {name}` shows the replicas; run the command again to re-check",
+            )
     return result[-1]
 
 
@@ -341,8 +356,19 @@ def create_key(
     return made[-1]
 
 
-def revoke_key(cluster: Cluster, state: State, name: str, key_id: str) -> KeyRecord:
-    """Revoke one key by id; it stops working within seconds."""
+def revoke_key(
+    cluster: Cluster,
+    state: State,
+    name: str,
+    key_id: str,
+    *,
+    confirm_within: float | None = None,
+) -> KeyRecord:
+    """Revoke one key by id; it stops working within seconds.
+
+    With `confirm_within`, wait until every replica refuses it; a GaleError names the
+    replicas that may still accept it, and why, if they do not within that time.
+    """
     revoked: list[KeyRecord] = []
 
     def remove(keys: list[KeyRecord]) -> list[KeyRecord]:
@@ -354,7 +380,7 @@ def revoke_key(cluster: Cluster, state: State, name: str, key_id: str) -> KeyRec
         revoked.append(next(k for k in keys if k.id == key_id))
         return [k for k in kept if not k.expired()]
 
-    _change_keys(cluster, state, name, remove)
+    _change_keys(cluster, state, name, remove, confirm_within)
     return revoked[-1]
 
 

@@ -12,6 +12,8 @@ from gale_cli.commands import specflags as flag
 keys_app = typer.Typer(
     help="Create, list and revoke a deployment's API keys.", no_args_is_help=True
 )
+# How long `keys revoke` waits for every replica to refuse the key.
+REVOKE_CONFIRM_S = 120.0
 Name = Annotated[str, typer.Argument(metavar="NAME", help="A deployment name.")]
 
 
@@ -94,7 +96,11 @@ def revoke(
 
     session = open_session()
     try:
-        record = lifecycle.revoke_key(session.client, session.state, name, key_id)
+        record = lifecycle.revoke_key(
+            session.client, session.state, name, key_id, confirm_within=REVOKE_CONFIRM_S
+        )
     finally:
         session.close()
-    output.message(f"Revoked key {record.id} ({record.name}) of '{name}'.")
+    output.message(
+        f"Revoked key {record.id} ({record.name}) of '{name}': every replica refuses it."
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from gale_cli import lifecycle
 from gale_cli.cluster import ClusterConfig, ServeClient
-from gale_cli.errors import ClusterError, UsageError
+from gale_cli.errors import ClusterError, GaleError, UsageError
 from gale_cli.state import State
 from serving.keys import match_key, parse_duration
 from serving.spec import DeploymentSpec
@@ -297,3 +297,59 @@ def test_trust_remote_code_needs_a_pinned_commit(model: str, ok: bool) -> None:
     assert info.value.errors()[0]["loc"] == ("trust_remote_code",)
     assert "40-hex commit" in str(info.value)
     DeploymentSpec.model_validate({**fields, "trust_remote_code": False})  # fine without it
+
+
+def _replicas(fake: FakeDashboard, status: str, states: list[str], deployed_at: float) -> None:
+    app = fake.apps["demo"]
+    app.update(status="RUNNING", last_deployed_time_s=deployed_at)
+    app["deployments"] = {
+        "GaleModel": {
+            "status": status,
+            "message": "replica failed to start" if status == "DEPLOY_FAILED" else "",
+            "replicas": [
+                {"replica_id": f"r{i}", "pid": 100 + i, "state": s} for i, s in enumerate(states)
+            ],
+        }
+    }
+
+
+def test_revoke_returns_once_every_replica_has_the_new_keys(
+    fake: FakeDashboard, a: Machine
+) -> None:
+    lifecycle.deploy(a.client, a.state, SPEC)
+    _, record = lifecycle.create_key(a.client, a.state, "demo", "ci")
+    _replicas(fake, "HEALTHY", ["RUNNING", "RUNNING"], deployed_at=100.0)
+    steps = [
+        ("UPDATING", ["RUNNING", "UPDATING"]),
+        ("UPDATING", ["UPDATING", "RUNNING"]),
+        ("HEALTHY", ["RUNNING", "RUNNING"]),
+    ]
+    polls: list[str] = []
+
+    def rollout(n: int) -> None:
+        if "demo" in fake.apps and fake.apps["demo"]["status"] != "RUNNING" or polls:
+            status, states = steps[min(len(polls), len(steps) - 1)]
+            polls.append(status)
+            _replicas(fake, status, states, deployed_at=200.0)
+
+    fake.on_get = rollout
+    lifecycle.revoke_key(a.client, a.state, "demo", record.id, confirm_within=10)
+    assert polls[-1] == "HEALTHY" and "UPDATING" in polls
+
+
+def test_revoke_names_the_replicas_that_may_still_accept_the_key(
+    fake: FakeDashboard, a: Machine
+) -> None:
+    lifecycle.deploy(a.client, a.state, SPEC)
+    _, record = lifecycle.create_key(a.client, a.state, "demo", "ci")
+
+    def stuck(n: int) -> None:
+        _replicas(fake, "DEPLOY_FAILED", ["RUNNING", "STARTING"], deployed_at=200.0)
+
+    fake.on_get = stuck
+    with pytest.raises(GaleError) as info:
+        lifecycle.revoke_key(a.client, a.state, "demo", record.id, confirm_within=0.2)
+    text = info.value.message
+    assert "replica r0 (pid 100, RUNNING) may still have the old keys" in text
+    assert "DEPLOY_FAILED: replica failed to start" in text
+    assert record.id not in [k.id for k in live_keys(a)]  # revoked on the cluster all the same

@@ -48,6 +48,9 @@ class MemoryCluster:
     def session_name(self) -> str | None:
         return None  # a cluster that does not say which session it is
 
+    def wait_for_update(self, name: str, since: float | None, timeout: float) -> list[str]:
+        return []
+
     def wait_for_removal(self, name: str, timeout: float) -> None:
         assert name not in self.apps
 
