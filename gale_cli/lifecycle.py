@@ -342,6 +342,13 @@ def create_key(
     def add(keys: list[KeyRecord]) -> list[KeyRecord]:
         keys = [k for k in keys if not k.expired()]
         taken = {k.name for k in keys}
+        if made:  # a retry: the same key, never a second one
+            record = made[0][1]
+            if any(k.id == record.id for k in keys):
+                return keys
+            if record.name in taken:
+                raise UsageError(f"'{name}' got another key named '{record.name}' meanwhile")
+            return [*keys, record]
         if key_name is not None and key_name in taken:
             raise UsageError(
                 f"'{name}' already has a key named '{key_name}'", hint="choose another --key-name"
@@ -350,10 +357,10 @@ def create_key(
         while label is None or label in taken:
             label = f"key-{secrets.token_hex(3)}"
         made.append(generate_key(label, expires_in))
-        return [*keys, made[-1][1]]
+        return [*keys, made[0][1]]
 
     _change_keys(cluster, state, name, add)
-    return made[-1]
+    return made[0]
 
 
 def revoke_key(

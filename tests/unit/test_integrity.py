@@ -353,3 +353,13 @@ def test_revoke_names_the_replicas_that_may_still_accept_the_key(
     assert "replica r0 (pid 100, RUNNING) may still have the old keys" in text
     assert "DEPLOY_FAILED: replica failed to start" in text
     assert record.id not in [k.id for k in live_keys(a)]  # revoked on the cluster all the same
+
+
+def test_a_retried_key_create_makes_one_key(fake: FakeDashboard, a: Machine, b: Machine) -> None:
+    lifecycle.deploy(a.client, a.state, SPEC)
+    stale = copy.deepcopy(fake.apps)
+    # A stale PUT from elsewhere reverts A's first write: A writes the same key again.
+    fake.after_put = once(lambda: setattr(fake, "apps", copy.deepcopy(stale)))
+    key, record = lifecycle.create_key(a.client, a.state, "demo")
+    keys = live_keys(a)
+    assert len(keys) == 2 and match_key(key, keys) == record
