@@ -234,9 +234,11 @@ class ServeClient:
         return options
 
     def _update(
-        self, change: Callable[[dict[str, dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
+        self,
+        change: Callable[[dict[str, dict[str, Any]], dict[str, Any]], list[dict[str, Any]]],
+        holds: Callable[[dict[str, dict[str, Any]]], bool],
     ) -> dict[str, Any]:
-        """Read the declarative apps, let `change` rewrite them, PUT, and check the result.
+        """Read the declarative apps, let `change` rewrite them, PUT, and check that it `holds`.
 
         `change` always works from the config read in this attempt, so a retry
         recomputes it from what another machine wrote meanwhile.
@@ -253,8 +255,8 @@ class ServeClient:
                 self.put_applications(new_apps, **self._options(details))
                 # Another machine's PUT of what it read before ours reverts this write:
                 # look again (now and a moment later) and redo the change if it is gone.
-                if self._landed(new_apps, apps) and (
-                    not self.verify_delay or self._landed(new_apps, apps, self.verify_delay)
+                if holds(_declarative(self.get_applications())) and (
+                    not self.verify_delay or self._holds_later(holds)
                 ):
                     return details
         raise ClusterError(
@@ -262,37 +264,24 @@ class ServeClient:
             "to update it; another client is deploying, try again"
         )
 
-    def _landed(
-        self, sent: list[dict[str, Any]], before: dict[str, dict[str, Any]], delay: float = 0
-    ) -> bool:
-        """Whether the live config still holds what gale sent (read back after `delay`)."""
-        if delay:
-            time.sleep(delay)
-        now = _declarative(self.get_applications())
-        if set(now) != {app["name"] for app in sent}:
-            return False
-        for app in sent:
-            name = app["name"]
-            unchanged = name in before and before[name]["config"] == app
-            # An application gale did not change must read back as it was read.
-            if not (
-                _same(now[name]["config"], before[name]["config"])
-                if unchanged
-                else _same(now[name]["config"], app)
-            ):
-                return False
-        return True
+    def _holds_later(self, holds: Callable[[dict[str, dict[str, Any]]], bool]) -> bool:
+        time.sleep(self.verify_delay)
+        return holds(_declarative(self.get_applications()))
 
     def modify_application(
         self,
         name: str,
         edit: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        holds: Callable[[dict[str, Any] | None], bool] | None = None,
     ) -> Applied:
         """Change one gale application from its live config, inside the lock.
 
         `edit` gets the application's config as the cluster has it now (None when
         absent) and returns the new one (None removes it); it runs again on each
         retry, so a change is always made to the latest config, never to an older read.
+        `holds` says whether the change is still in effect in a config read back after
+        the write (by default: the application reads back as written); when it is
+        not, another machine's write reverted it and the change is made again.
         """
         seen: dict[str, Any] = {}
 
@@ -305,11 +294,18 @@ class ServeClient:
                 )
             new = edit(copy.deepcopy(current["config"]) if current else None)
             _refuse_imperative(name, live, "replace" if new is not None else "remove")
-            seen.update(previous=current)
+            seen.update(previous=current, written=new)
             others = [app["config"] for key, app in apps.items() if key != name]
             return [*others, new] if new is not None else others
 
-        existing = self._update(change)["applications"].get(name)
+        def still(apps: dict[str, dict[str, Any]]) -> bool:
+            live = apps[name]["config"] if name in apps else None
+            if holds is not None:
+                return holds(live)
+            written = seen.get("written")
+            return live is None if written is None else live is not None and _same(live, written)
+
+        existing = self._update(change, still)["applications"].get(name)
         previous = seen.get("previous")
         return Applied(
             name,
@@ -320,19 +316,28 @@ class ServeClient:
     def apply_application(self, app_config: dict[str, Any], *, create: bool = False) -> Applied:
         """Deploy or update one gale application, keeping every other application as is.
 
-        With `create`, only a new application: one of that name already there is a UsageError.
+        With `create`, only a new application: one of that name already there is a
+        UsageError (unless it is this very one, written by an earlier attempt).
         """
         name = app_config["name"]
+        ours = _key_ids(app_config)
 
-        def edit(current: dict[str, Any] | None) -> dict[str, Any]:
+        def edit(current: dict[str, Any] | None) -> dict[str, Any] | None:
             if create and current is not None:
+                if ours and ours <= _key_ids(current):
+                    return current  # this command's own earlier write: keep what is there
                 raise UsageError(
                     f"a deployment named '{name}' already exists",
                     hint=f"change it with `gale redeploy {name}`, or choose another --name",
                 )
             return app_config
 
-        return self.modify_application(name, edit)
+        def holds(live: dict[str, Any] | None) -> bool:
+            if live is None:
+                return False
+            return ours <= _key_ids(live) if create and ours else _same(live, app_config)
+
+        return self.modify_application(name, edit, holds)
 
     def remove_application(self, name: str) -> bool:
         """Remove one application, keeping every other; False when it was not there."""
@@ -445,6 +450,15 @@ def _warn(text: str) -> None:
     from gale_cli import output
 
     output.message(f"Warning: {text}", style="yellow")
+
+
+def _key_ids(config: dict[str, Any]) -> set[str]:
+    """The ids of the API keys in a gale application config."""
+    try:
+        rows = config["deployments"][0]["user_config"]["api_keys"]
+        return {str(row["id"]) for row in rows}
+    except (KeyError, IndexError, TypeError):
+        return set()
 
 
 def _same(live: dict[str, Any], expected: dict[str, Any]) -> bool:

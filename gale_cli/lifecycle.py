@@ -46,7 +46,10 @@ class Cluster(Protocol):
     def apply_application(self, app: dict[str, Any], *, create: bool = False) -> Any: ...
 
     def modify_application(
-        self, name: str, edit: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+        self,
+        name: str,
+        edit: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        holds: Callable[[dict[str, Any] | None], bool] | None = None,
     ) -> Any: ...
 
     def remove_application(self, name: str) -> bool: ...
@@ -275,7 +278,10 @@ def redeploy(
         keys = readable(live, name)[1] if live is not None else current.keys
         return to_serve_application(change.new, keys)
 
-    applied = cluster.modify_application(name, edit)
+    def holds(live: dict[str, Any] | None) -> bool:
+        return live is not None and readable(live, name)[0] == change.new
+
+    applied = cluster.modify_application(name, edit, holds)
     _mark_seen(cluster, state, name)
     return getattr(applied, "previous_deploy_time", None)
 
@@ -285,6 +291,7 @@ def _change_keys(
     state: State,
     name: str,
     change: Callable[[list[KeyRecord]], list[KeyRecord]],
+    holds: Callable[[list[KeyRecord]], bool],
     confirm_within: float | None = None,
 ) -> list[KeyRecord]:
     """Change a deployment's keys from the live config inside the lock; return the new list.
@@ -305,7 +312,10 @@ def _change_keys(
         result.append(change(keys))
         return to_serve_application(spec, result[-1])
 
-    applied = cluster.modify_application(name, edit)
+    def still(live: dict[str, Any] | None) -> bool:
+        return live is not None and holds(readable(live, name)[1])
+
+    applied = cluster.modify_application(name, edit, still)
     if state.get(name) is None:
         state.save(current.spec, result[-1], deployed=True, action="adopt")
     else:
@@ -359,7 +369,7 @@ def create_key(
         made.append(generate_key(label, expires_in))
         return [*keys, made[0][1]]
 
-    _change_keys(cluster, state, name, add)
+    _change_keys(cluster, state, name, add, lambda keys: made[0][1] in keys)
     return made[0]
 
 
@@ -380,6 +390,8 @@ def revoke_key(
 
     def remove(keys: list[KeyRecord]) -> list[KeyRecord]:
         kept = [k for k in keys if k.id != key_id]
+        if len(kept) == len(keys) and revoked:
+            return kept  # gone already (a retry, or revoked elsewhere meanwhile)
         if len(kept) == len(keys):
             raise UsageError(
                 f"'{name}' has no key with id '{key_id}'", hint=f"`gale keys list {name}`"
@@ -387,7 +399,8 @@ def revoke_key(
         revoked.append(next(k for k in keys if k.id == key_id))
         return [k for k in kept if not k.expired()]
 
-    _change_keys(cluster, state, name, remove, confirm_within)
+    gone = lambda keys: all(k.id != key_id for k in keys)  # noqa: E731
+    _change_keys(cluster, state, name, remove, gone, confirm_within)
     return revoked[-1]
 
 

@@ -180,7 +180,11 @@ def test_a_key_with_an_expiry_stops_matching_and_is_dropped_later(a: Machine) ->
     # Expired records go at the next key change.
     expired = stored.model_copy(update={"expires_at": 1.0})
     lifecycle._change_keys(  # noqa: SLF001
-        a.client, a.state, "demo", lambda keys: [expired if k.id == stored.id else k for k in keys]
+        a.client,
+        a.state,
+        "demo",
+        lambda keys: [expired if k.id == stored.id else k for k in keys],
+        lambda keys: True,
     )
     lifecycle.create_key(a.client, a.state, "demo")
     assert record.id not in [k.id for k in live_keys(a)]
@@ -363,3 +367,17 @@ def test_a_retried_key_create_makes_one_key(fake: FakeDashboard, a: Machine, b: 
     key, record = lifecycle.create_key(a.client, a.state, "demo")
     keys = live_keys(a)
     assert len(keys) == 2 and match_key(key, keys) == record
+
+
+def test_a_later_change_from_elsewhere_is_not_taken_for_a_revert(
+    fake: FakeDashboard, a: Machine, b: Machine
+) -> None:
+    lifecycle.deploy(a.client, a.state, SPEC)
+    _, record = lifecycle.create_key(a.client, a.state, "demo", "ci")
+    # Right after B's revoke lands, A adds a key on top of it (A read after B wrote).
+    made: list[str] = []
+    fake.after_put = once(lambda: made.append(lifecycle.create_key(a.client, a.state, "demo")[0]))
+    lifecycle.revoke_key(b.client, b.state, "demo", record.id)
+    keys = live_keys(a)
+    assert record.id not in [k.id for k in keys]
+    assert match_key(made[0], keys) is not None

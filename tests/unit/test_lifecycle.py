@@ -35,7 +35,7 @@ class MemoryCluster:
             raise UsageError(f"a deployment named '{app['name']}' already exists")
         self.apps[app["name"]] = app
 
-    def modify_application(self, name: str, edit: Any) -> None:
+    def modify_application(self, name: str, edit: Any, holds: Any = None) -> None:
         new = edit(self.apps.get(name))
         if new is None:
             self.apps.pop(name, None)
