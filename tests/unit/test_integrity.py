@@ -381,3 +381,28 @@ def test_a_later_change_from_elsewhere_is_not_taken_for_a_revert(
     keys = live_keys(a)
     assert record.id not in [k.id for k in keys]
     assert match_key(made[0], keys) is not None
+
+
+@pytest.mark.parametrize("value", ["1w", "soon", "0d"])
+def test_keys_create_with_a_bad_expiry_exits_2_before_touching_the_cluster(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from gale_cli.main import main
+
+    monkeypatch.setenv("GALE_RAY_ADDRESS", "http://127.0.0.1:9")  # nothing answers there
+    code = main(["keys", "create", "demo", "--expires-in", value])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert "--expires-in" in captured.err and "30m, 12h, 7d" in captured.err
+
+
+def test_a_remote_plain_http_address_exits_2_from_the_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gale_cli.main import main
+
+    monkeypatch.setenv("GALE_RAY_ADDRESS", "http://ray.example:8265")
+    monkeypatch.delenv("GALE_INSECURE", raising=False)
+    code = main(["list"])
+    captured = capsys.readouterr()
+    assert code == 2 and "in clear" in captured.err and "GALE_INSECURE=1" in captured.err
