@@ -183,9 +183,10 @@ def all_deployments(cluster: Cluster, state: State) -> dict[str, Live]:
 def _follow(
     state: State, name: str, live: list[KeyRecord], local: list[KeyRecord], session: str | None
 ) -> None:
+    # Written only when something changed: a read command leaves local state as it was.
     if live != local:
         state.set_keys(name, live)
-    if session is not None:
+    if session is not None and state.seen_in(name) != session:
         state.mark_seen(name, session)
 
 
@@ -216,7 +217,7 @@ def deploy(cluster: Cluster, state: State, spec: DeploymentSpec, key_name: str =
 
 def _mark_seen(cluster: Cluster, state: State, name: str) -> None:
     session = cluster.session_name()
-    if session is not None:
+    if session is not None and state.seen_in(name) != session:
         state.mark_seen(name, session)
 
 
