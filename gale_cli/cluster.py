@@ -287,12 +287,16 @@ class ServeClient:
 
         def change(apps: dict[str, dict[str, Any]], live: dict[str, Any]) -> list[dict[str, Any]]:
             current = apps.get(name)
-            if current is not None and not serve_config.is_gale_application(current["config"]):
+            foreign = current is not None and not serve_config.is_gale_application(
+                current["config"]
+            )
+            new = None if foreign else edit(copy.deepcopy(current["config"]) if current else None)
+            if foreign and edit(None) is not None:
+                # Removing it is allowed (as before); replacing it never.
                 raise ClusterError(
                     f"the cluster already runs an application named '{name}' that gale "
                     "did not deploy; choose another name"
                 )
-            new = edit(copy.deepcopy(current["config"]) if current else None)
             _refuse_imperative(name, live, "replace" if new is not None else "remove")
             seen.update(previous=current, written=new)
             others = [app["config"] for key, app in apps.items() if key != name]

@@ -406,3 +406,15 @@ def test_a_remote_plain_http_address_exits_2_from_the_cli(
     code = main(["list"])
     captured = capsys.readouterr()
     assert code == 2 and "in clear" in captured.err and "GALE_INSECURE=1" in captured.err
+
+
+def test_an_application_gale_did_not_deploy_can_be_removed_not_replaced(
+    fake: FakeDashboard, a: Machine
+) -> None:
+    from tests.unit.test_cluster_client import FOREIGN, gale_app, live
+
+    fake.apps["other"] = live(FOREIGN)
+    with pytest.raises(ClusterError, match="did not deploy"):
+        a.client.apply_application({**gale_app(), "name": "other"})
+    assert a.client.remove_application("other") is True
+    assert "other" not in fake.apps
