@@ -7,8 +7,10 @@ Starting and stopping the embedded local head lives in `gale_cli.local_head`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from gale_cli.errors import (
     ClusterUnreachable,
     DeployFailed,
     DeployTimeout,
+    UsageError,
 )
 from gale_cli.progress import Progress, messages, progress_of, timeout_error
 from serving import serve_config
@@ -30,8 +33,13 @@ from serving import serve_config
 USER_AGENT = "gale-cli/0.1 (httpx)"  # never "Mozilla": Ray refuses browser-like requests
 APPS_PATH = "/api/serve/applications/"
 NODES_PATH = "/api/v0/nodes"
+VERSION_PATH = "/api/version"
+# Deployment statuses in which every replica runs the latest config.
+STEADY = {"HEALTHY", "UPSCALING", "DOWNSCALING"}
 WRITE_ATTEMPTS = 4
 LOCK_WAIT_S = 60.0
+# A second look after each write: a stale PUT from another machine lands within this.
+VERIFY_DELAY_S = 0.5
 UP_HINT = "start one with `gale cluster up` or set GALE_RAY_ADDRESS"
 TOKEN_HINT = (
     "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token; "
@@ -57,8 +65,13 @@ class ServeClient:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        verify_delay: float = VERIFY_DELAY_S,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config or ClusterConfig.from_env()
+        self.verify_delay = verify_delay
+        self._warn = warn or _warn
+        self._probed = False
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
@@ -130,7 +143,25 @@ class ServeClient:
                 "is this a Ray dashboard?"
             ) from None
         details.setdefault("applications", {})
+        if not self._probed:
+            self._probed = True
+            self._check_door()
         return details
+
+    def _check_door(self) -> None:
+        """Warn once when the dashboard answers Serve's API to a request without the token."""
+        request = self._http.build_request("GET", APPS_PATH)
+        request.headers.pop("Authorization", None)
+        try:
+            open_door = self._http.send(request).status_code == 200
+        except httpx.HTTPError:
+            return
+        if open_door:
+            self._warn(
+                f"the Ray dashboard at {self.config.dashboard_url} answers without a token: "
+                "anyone who can reach it can run code on the cluster. Start Ray with "
+                "RAY_AUTH_MODE=token (`gale cluster up` does)."
+            )
 
     def get_application(self, name: str) -> dict[str, Any] | None:
         """One application's details, or None when the cluster has none of that name."""
@@ -141,6 +172,14 @@ class ServeClient:
         body = {**{k: v for k, v in options.items() if v is not None}, "applications": applications}
         # Starting Serve on the first PUT can take a while.
         self._request("PUT", APPS_PATH, json=body, timeout=120.0)
+
+    def session_name(self) -> str | None:
+        """The Ray session of the cluster (new each time a cluster starts), or None if unknown."""
+        try:
+            name = self._request("GET", VERSION_PATH).json().get("session_name")
+        except (ClusterError, ValueError, AttributeError):
+            return None
+        return str(name) if name else None
 
     def node_resources(self) -> list[dict[str, float]]:
         """Total logical resources of each alive node (Ray's State API)."""
@@ -154,7 +193,11 @@ class ServeClient:
     def _config_lock(self) -> Iterator[None]:
         """Serialize gale's read-modify-write of the cluster config on this machine."""
         self.config.gale_home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.config.gale_home / "serve-config.lock", "a") as handle:
+        path = self.config.gale_home / "serve-config.lock"
+        # Owner-only even in a GALE_HOME that already existed with wider permissions.
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "a") as handle:
             deadline = time.monotonic() + LOCK_WAIT_S
             while True:
                 try:
@@ -186,9 +229,15 @@ class ServeClient:
         return options
 
     def _update(
-        self, change: Callable[[dict[str, dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
+        self,
+        change: Callable[[dict[str, dict[str, Any]], dict[str, Any]], list[dict[str, Any]]],
+        holds: Callable[[dict[str, dict[str, Any]]], bool],
     ) -> dict[str, Any]:
-        """Read the declarative apps, let `change` rewrite them, and PUT if nothing moved."""
+        """Read the declarative apps, let `change` rewrite them, PUT, and check that it `holds`.
+
+        `change` always works from the config read in this attempt, so a retry
+        recomputes it from what another machine wrote meanwhile.
+        """
         with self._config_lock():
             for _ in range(WRITE_ATTEMPTS):
                 details = self.get_applications()
@@ -199,30 +248,63 @@ class ServeClient:
                 if _declarative(self.get_applications()) != apps:
                     continue
                 self.put_applications(new_apps, **self._options(details))
-                return details
+                # Another machine's PUT of what it read before ours reverts this write:
+                # look again (now and a moment later) and redo the change if it is gone.
+                if holds(_declarative(self.get_applications())) and (
+                    not self.verify_delay or self._holds_later(holds)
+                ):
+                    return details
         raise ClusterError(
             f"the cluster's Serve config changed during each of {WRITE_ATTEMPTS} attempts "
             "to update it; another client is deploying, try again"
         )
 
-    def apply_application(self, app_config: dict[str, Any]) -> Applied:
-        """Deploy or update one gale application, keeping every other application as is."""
-        name = app_config["name"]
+    def _holds_later(self, holds: Callable[[dict[str, dict[str, Any]]], bool]) -> bool:
+        time.sleep(self.verify_delay)
+        return holds(_declarative(self.get_applications()))
+
+    def modify_application(
+        self,
+        name: str,
+        edit: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        holds: Callable[[dict[str, Any] | None], bool] | None = None,
+    ) -> Applied:
+        """Change one gale application from its live config, inside the lock.
+
+        `edit` gets the application's config as the cluster has it now (None when
+        absent) and returns the new one (None removes it); it runs again on each
+        retry, so a change is always made to the latest config, never to an older read.
+        `holds` says whether the change is still in effect in a config read back after
+        the write (by default: the application reads back as written); when it is
+        not, another machine's write reverted it and the change is made again.
+        """
         seen: dict[str, Any] = {}
 
         def change(apps: dict[str, dict[str, Any]], live: dict[str, Any]) -> list[dict[str, Any]]:
-            _refuse_imperative(name, live, "replace")
             current = apps.get(name)
-            if current is not None and not serve_config.is_gale_application(current["config"]):
+            foreign = current is not None and not serve_config.is_gale_application(
+                current["config"]
+            )
+            new = None if foreign else edit(copy.deepcopy(current["config"]) if current else None)
+            if foreign and edit(None) is not None:
+                # Removing it is allowed (as before); replacing it never.
                 raise ClusterError(
                     f"the cluster already runs an application named '{name}' that gale "
                     "did not deploy; choose another name"
                 )
-            seen.update(previous=current)
+            _refuse_imperative(name, live, "replace" if new is not None else "remove")
+            seen.update(previous=current, written=new)
             others = [app["config"] for key, app in apps.items() if key != name]
-            return [*others, app_config]
+            return [*others, new] if new is not None else others
 
-        existing = self._update(change)["applications"].get(name)
+        def still(apps: dict[str, dict[str, Any]]) -> bool:
+            live = apps[name]["config"] if name in apps else None
+            if holds is not None:
+                return holds(live)
+            written = seen.get("written")
+            return live is None if written is None else live is not None and _same(live, written)
+
+        existing = self._update(change, still)["applications"].get(name)
         previous = seen.get("previous")
         return Applied(
             name,
@@ -230,17 +312,35 @@ class ServeClient:
             existing.get("last_deployed_time_s") if existing else None,
         )
 
+    def apply_application(self, app_config: dict[str, Any], *, create: bool = False) -> Applied:
+        """Deploy or update one gale application, keeping every other application as is.
+
+        With `create`, only a new application: one of that name already there is a
+        UsageError (unless it is this very one, written by an earlier attempt).
+        """
+        name = app_config["name"]
+        ours = _key_ids(app_config)
+
+        def edit(current: dict[str, Any] | None) -> dict[str, Any] | None:
+            if create and current is not None:
+                if ours and ours <= _key_ids(current):
+                    return current  # this command's own earlier write: keep what is there
+                raise UsageError(
+                    f"a deployment named '{name}' already exists",
+                    hint=f"change it with `gale redeploy {name}`, or choose another --name",
+                )
+            return app_config
+
+        def holds(live: dict[str, Any] | None) -> bool:
+            if live is None:
+                return False
+            return ours <= _key_ids(live) if create and ours else _same(live, app_config)
+
+        return self.modify_application(name, edit, holds)
+
     def remove_application(self, name: str) -> bool:
         """Remove one application, keeping every other; False when it was not there."""
-        found: list[bool] = []
-
-        def change(apps: dict[str, dict[str, Any]], live: dict[str, Any]) -> list[dict[str, Any]]:
-            _refuse_imperative(name, live, "remove")
-            found.append(name in apps)
-            return [app["config"] for key, app in apps.items() if key != name]
-
-        self._update(change)
-        return found[-1]
+        return self.modify_application(name, lambda current: None).previous is not None
 
     # -- waiting ---------------------------------------------------------------
 
@@ -280,6 +380,39 @@ class ServeClient:
                 raise timeout_error(name, timeout, progress)
             time.sleep(min(poll_interval, remaining))
 
+    def wait_for_update(
+        self, name: str, since: float | None, timeout: float, *, poll_interval: float = 0.5
+    ) -> list[str]:
+        """Poll until every replica of `name` runs the config deployed after `since`.
+
+        Return nothing then; at the timeout, one line per replica that may still run an
+        older config (and why). Serve applies a key change through `reconfigure()`;
+        until the deployment is back to a steady status, some replica may not have it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            app = self.get_application(name)
+            if app is None or app.get("status") == "DELETING":
+                return []  # nothing serves it any more
+            deployment = app.get("deployments", {}).get(serve_config_deployment(), {})
+            replicas = deployment.get("replicas", [])
+            fresh = (app.get("last_deployed_time_s") or 0) > (since or 0)
+            settled = deployment.get("status") in STEADY and app.get("status") == "RUNNING"
+            if fresh and settled and all(r.get("state") != "UPDATING" for r in replicas):
+                return []
+            if time.monotonic() > deadline:
+                why = f"the deployment is {deployment.get('status') or app.get('status')}"
+                message = deployment.get("message") or app.get("message")
+                if message:
+                    why += f": {message}"
+                lagging = [r for r in replicas if r.get("state") != "STARTING"] or replicas
+                return [
+                    f"replica {r.get('replica_id', '?')} (pid {r.get('pid', '?')}, "
+                    f"{r.get('state', '?')}) may still have the old keys; {why}"
+                    for r in lagging
+                ] or [f"'{name}' has not confirmed the change; {why}"]
+            time.sleep(poll_interval)
+
     def wait_for_removal(self, name: str, timeout: float, *, poll_interval: float = 1.0) -> None:
         """Poll until the cluster no longer lists `name`."""
         deadline = time.monotonic() + timeout
@@ -305,6 +438,40 @@ def _declarative(details: dict[str, Any]) -> dict[str, dict[str, Any]]:
             )
         apps[name] = {"config": config, "deployed": app.get("last_deployed_time_s")}
     return apps
+
+
+def serve_config_deployment() -> str:
+    """The name of the one deployment in each gale application."""
+    return serve_config.DEPLOYMENT_NAME
+
+
+def _warn(text: str) -> None:
+    from gale_cli import output
+
+    output.message(f"Warning: {text}", style="yellow")
+
+
+def _key_ids(config: dict[str, Any]) -> set[str]:
+    """The ids of the API keys in a gale application config."""
+    try:
+        rows = config["deployments"][0]["user_config"]["api_keys"]
+        return {str(row["id"]) for row in rows}
+    except (KeyError, IndexError, TypeError):
+        return set()
+
+
+def _same(live: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether two application configs say the same (gale's compared as spec and keys)."""
+    if live == expected:
+        return True
+    if not (serve_config.is_gale_application(live) and serve_config.is_gale_application(expected)):
+        return False
+    try:
+        return serve_config.from_serve_application(live) == serve_config.from_serve_application(
+            expected
+        )
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
 
 
 def _refuse_imperative(name: str, live: dict[str, Any], verb: str) -> None:

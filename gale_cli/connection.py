@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gale_cli.errors import UsageError
+
 DEFAULT_DASHBOARD_URL = "http://127.0.0.1:8265"
 DEFAULT_SERVE_URL = "http://127.0.0.1:8000"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+INSECURE_ENV = "GALE_INSECURE"
 
 
 def _normalize_url(text: str) -> str:
@@ -41,6 +44,15 @@ class ClusterConfig:
             serve_url=_normalize_url(env.get("GALE_SERVE_URL") or DEFAULT_SERVE_URL),
             gale_home=home,
         )
+        if config.plain_http_remote and env.get(INSECURE_ENV) != "1":
+            # Over plain HTTP the Ray token (which lets its holder run code) crosses the
+            # network in clear: only when the person says so.
+            raise UsageError(
+                f"GALE_RAY_ADDRESS {config.dashboard_url} is plain http:// on another machine: "
+                "the Ray token would cross the network in clear",
+                hint="use https:// (a TLS proxy in front of the dashboard), an SSH tunnel to "
+                f"127.0.0.1, or set {INSECURE_ENV}=1 to send it anyway",
+            )
         token, source = _find_token(env, config)
         return config.with_token(token, source)
 
@@ -52,6 +64,11 @@ class ClusterConfig:
     def is_local(self) -> bool:
         """Whether the dashboard is on this machine's loopback (the embedded default)."""
         return (urlsplit(self.dashboard_url).hostname or "") in LOOPBACK
+
+    @property
+    def plain_http_remote(self) -> bool:
+        """Whether the dashboard is reached over plain http:// on another machine."""
+        return urlsplit(self.dashboard_url).scheme == "http" and not self.is_local
 
     @property
     def token_file(self) -> Path:

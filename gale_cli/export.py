@@ -14,6 +14,16 @@ from serving.spec import DeploymentSpec
 # The Ray that pyproject.toml pins for gale[serve]; a unit test holds the two together.
 RAY_VERSION = "2.60.0"
 RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-py311"
+SNAPSHOT_NOTE = (
+    "A snapshot: the API key hashes are those of the moment of export. Keys created, "
+    "revoked or expired later with `gale keys` do not reach a cluster this is applied to; "
+    "export again after each key change."
+)
+
+
+def token_secret(name: str) -> str:
+    """The Kubernetes Secret a RayService export reads its Ray token from."""
+    return f"{name}-ray-token"
 
 
 def serve_config(spec: DeploymentSpec, keys: list[KeyRecord]) -> dict[str, Any]:
@@ -49,15 +59,28 @@ def rayservice(
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {"name": spec.name, "labels": {"app.kubernetes.io/managed-by": "gale"}},
+        "metadata": {
+            "name": spec.name,
+            "labels": {"app.kubernetes.io/managed-by": "gale"},
+            "annotations": {"gale/snapshot": SNAPSHOT_NOTE},
+        },
         "spec": {
+            # Only Serve's port goes in the public Service; the dashboard stays inside.
+            "serveService": {
+                "spec": {"ports": [{"name": "serve", "port": 8000, "targetPort": 8000}]}
+            },
             "serveConfigV2": yaml.safe_dump(
                 {"applications": [to_serve_application(spec, keys)]}, sort_keys=False
             ),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
+                # The dashboard's jobs API runs code: Ray token authentication, with the
+                # token from a Secret the operator creates and never in this manifest.
+                "authOptions": {"mode": "token", "secretName": token_secret(spec.name)},
                 "headGroupSpec": {
-                    "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+                    # Reachable in the cluster (the operator deploys through it), never
+                    # published: the head's ClusterIP Service, not the serve Service.
+                    "rayStartParams": {"num-cpus": "0"},
                     "template": {
                         "spec": {
                             "containers": [
@@ -92,5 +115,12 @@ def rayservice(
 
 
 def dump(document: dict[str, Any]) -> str:
-    """YAML text of an export."""
-    return yaml.safe_dump(document, sort_keys=False)
+    """YAML text of an export, headed by what it does not follow (keys change later)."""
+    lines = [f"# {SNAPSHOT_NOTE}"]
+    if document.get("kind") == "RayService":
+        secret = token_secret(document["metadata"]["name"])
+        lines.append(
+            f"# Create the Ray token Secret first: kubectl create secret generic {secret} "
+            '--from-literal=auth_token="$(openssl rand -hex 32)"'
+        )
+    return "\n".join(lines) + "\n" + yaml.safe_dump(document, sort_keys=False)

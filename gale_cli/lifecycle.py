@@ -7,10 +7,14 @@ these functions and render what they return.
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from gale_cli.errors import UsageError
+from pydantic import ValidationError
+
+from gale_cli.errors import GaleError, UsageError
 from gale_cli.state import State
 from serving.keys import KeyRecord, generate_key
 from serving.serve_config import (
@@ -23,6 +27,9 @@ from serving.serve_config import (
 )
 from serving.spec import DeploymentSpec
 
+if TYPE_CHECKING:
+    from gale_cli.cluster import Applied
+
 STATUS_WORDS = {
     "RUNNING": "Deployed",
     "DEPLOYING": "Deploying",
@@ -31,6 +38,7 @@ STATUS_WORDS = {
     "UNHEALTHY": "Unhealthy",
     "DELETING": "Undeploying",
 }
+UNREADABLE = "Unreadable"
 
 
 class Cluster(Protocol):
@@ -38,9 +46,20 @@ class Cluster(Protocol):
 
     def get_applications(self) -> dict[str, Any]: ...
 
-    def apply_application(self, app: dict[str, Any]) -> Any: ...
+    def apply_application(self, app: dict[str, Any], *, create: bool = False) -> Applied: ...
+
+    def modify_application(
+        self,
+        name: str,
+        edit: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        holds: Callable[[dict[str, Any] | None], bool] | None = None,
+    ) -> Applied: ...
 
     def remove_application(self, name: str) -> bool: ...
+
+    def session_name(self) -> str | None: ...
+
+    def wait_for_update(self, name: str, since: float | None, timeout: float) -> list[str]: ...
 
     def wait_for_removal(self, name: str, timeout: float) -> None: ...
 
@@ -71,8 +90,20 @@ def live_deployments(cluster: Cluster) -> dict[str, Live]:
         config = app.get("deployed_app_config") or {}
         if not is_gale_application(config):
             continue
-        spec, keys = from_serve_application(config)
         deployment = app.get("deployments", {}).get(DEPLOYMENT_NAME, {})
+        try:
+            spec, keys = from_serve_application(config)
+        except (ValidationError, KeyError, IndexError, TypeError) as exc:
+            # One config gale can no longer read (an old spec, a model gone from the
+            # catalog) must not stop every command: show it, with the reason.
+            found[name] = Live(
+                spec=_placeholder(name, config),
+                keys=[],
+                status=UNREADABLE,
+                message=f"gale cannot read its config: {_reason(exc)}",
+                created_at=app.get("last_deployed_time_s"),
+            )
+            continue
         replicas = [r for r in deployment.get("replicas", []) if r.get("state") == "RUNNING"]
         found[name] = Live(
             spec=spec,
@@ -86,14 +117,59 @@ def live_deployments(cluster: Cluster) -> dict[str, Live]:
     return found
 
 
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        )
+    return f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+
+
+def _placeholder(name: str, config: dict[str, Any]) -> DeploymentSpec:
+    """A stand-in spec for an unreadable application: its name, model and hardware as written."""
+    args = config.get("args")
+    args = args if isinstance(args, dict) else {}
+    return DeploymentSpec.model_construct(
+        name=name, model=str(args.get("model", "?")), hardware=str(args.get("hardware", "?"))
+    )
+
+
+def readable(config: dict[str, Any] | None, name: str) -> tuple[DeploymentSpec, list[KeyRecord]]:
+    """Spec and keys of a live config; a UsageError naming the reason when gale cannot read it."""
+    if config is None:
+        raise UsageError(
+            f"'{name}' is no longer on the cluster", hint="`gale list` shows deployments"
+        )
+    try:
+        return from_serve_application(config)
+    except (ValidationError, KeyError, IndexError, TypeError) as exc:
+        raise UsageError(
+            f"'{name}' is unreadable: {_reason(exc)}",
+            hint=f"`gale redeploy {name} --file SPEC` replaces it with a valid spec",
+        ) from None
+
+
 def all_deployments(cluster: Cluster, state: State) -> dict[str, Live]:
-    """Live deployments plus what local state knows that is not running."""
+    """Live deployments plus what local state knows that is not running.
+
+    Local state follows the cluster here: live key lists replace the local ones (so
+    a key revoked from another machine is not restored by this one), and a
+    deployment this machine saw on this same cluster that is gone now was removed
+    from elsewhere: it is marked undeployed, so `gale restore` does not bring it back.
+    """
     live = live_deployments(cluster)
+    session = cluster.session_name()
     for record in state.all():
         name = record.spec.name
         if name in live:
             live[name].created_at = record.created_at
+            if live[name].status != UNREADABLE:
+                _follow(state, name, live[name].keys, record.keys, session)
             continue
+        if record.deployed and session is not None and state.seen_in(name) == session:
+            state.save(record.spec, record.keys, deployed=False, action="removed elsewhere")
+            state.forget_seen(name)
+            record = state.get(name) or record
         live[name] = Live(
             spec=record.spec,
             keys=record.keys,
@@ -105,6 +181,16 @@ def all_deployments(cluster: Cluster, state: State) -> dict[str, Live]:
             created_at=record.created_at,
         )
     return dict(sorted(live.items()))
+
+
+def _follow(
+    state: State, name: str, live: list[KeyRecord], local: list[KeyRecord], session: str | None
+) -> None:
+    # Written only when something changed: a read command leaves local state as it was.
+    if live != local:
+        state.set_keys(name, live)
+    if session is not None and state.seen_in(name) != session:
+        state.mark_seen(name, session)
 
 
 def find(cluster: Cluster, state: State, name: str) -> Live:
@@ -124,9 +210,18 @@ def deploy(cluster: Cluster, state: State, spec: DeploymentSpec, key_name: str =
             hint=f"change it with `gale redeploy {spec.name}`, or choose another --name",
         )
     key, record = generate_key(key_name)
-    cluster.apply_application(to_serve_application(spec, [record]))
+    # Create-only, checked inside the lock against the live config: of two deploys
+    # of one name (from two machines), the second is refused, never a replacement.
+    cluster.apply_application(to_serve_application(spec, [record]), create=True)
     state.save(spec, [record], deployed=True, action="deploy")
+    _mark_seen(cluster, state, spec.name)
     return key
+
+
+def _mark_seen(cluster: Cluster, state: State, name: str) -> None:
+    session = cluster.session_name()
+    if session is not None and state.seen_in(name) != session:
+        state.mark_seen(name, session)
 
 
 @dataclass(frozen=True)
@@ -168,50 +263,159 @@ def redeploy(
     """Apply a planned change (keys and endpoint stay); return the replaced version's deploy time."""
     name = change.new.name
     current = find(cluster, state, name)
+    if current.status == UNREADABLE:
+        # Nothing to keep from it but its keys, which gale cannot read either.
+        raise UsageError(
+            f"'{name}' is unreadable: {current.message}",
+            hint=f"`gale delete {name}` removes it; then deploy it again",
+        )
+    # Recorded before anything is removed: if the new version fails to start, or
+    # the command dies between removal and submission, `gale restore` brings it back.
+    state.save(change.new, current.keys, deployed=True, action="redeploy")
     if recreate and current.deployed:
+        state.forget_seen(name)  # its absence now is this command's doing
         cluster.remove_application(name)
         cluster.wait_for_removal(name, timeout=120)
-    applied = cluster.apply_application(to_serve_application(change.new, current.keys))
-    state.save(change.new, current.keys, deployed=True, action="redeploy")
+
+    def edit(live: dict[str, Any] | None) -> dict[str, Any]:
+        # Keys as the cluster has them at the moment of writing, not as first read.
+        keys = readable(live, name)[1] if live is not None else current.keys
+        return to_serve_application(change.new, keys)
+
+    def holds(live: dict[str, Any] | None) -> bool:
+        return live is not None and readable(live, name)[0] == change.new
+
+    applied = cluster.modify_application(name, edit, holds)
+    _mark_seen(cluster, state, name)
     return applied.previous_deploy_time
 
 
-def set_keys(cluster: Cluster, state: State, name: str, keys: list[KeyRecord]) -> None:
-    """Replace a deployment's key records: in place on the cluster, and in local state."""
+def _change_keys(
+    cluster: Cluster,
+    state: State,
+    name: str,
+    change: Callable[[list[KeyRecord]], list[KeyRecord]],
+    holds: Callable[[list[KeyRecord]], bool],
+    confirm_within: float | None = None,
+) -> list[KeyRecord]:
+    """Change a deployment's keys from the live config inside the lock; return the new list.
+
+    With `confirm_within` (seconds), return only once every replica runs the new list.
+    """
     current = find(cluster, state, name)
-    if current.deployed:
-        cluster.apply_application(to_serve_application(current.spec, keys))
-    if state.get(name) is None:
-        state.save(current.spec, keys, deployed=current.deployed, action="adopt")
-    else:
+    if current.status == UNREADABLE:
+        raise UsageError(f"'{name}' is unreadable: {current.message}")
+    if not current.deployed:
+        keys = change(current.keys)
         state.set_keys(name, keys)
+        return keys
+    result: list[list[KeyRecord]] = []
+
+    def edit(live: dict[str, Any] | None) -> dict[str, Any]:
+        spec, keys = readable(live, name)
+        result.append(change(keys))
+        return to_serve_application(spec, result[-1])
+
+    def still(live: dict[str, Any] | None) -> bool:
+        return live is not None and holds(readable(live, name)[1])
+
+    applied = cluster.modify_application(name, edit, still)
+    if state.get(name) is None:
+        state.save(current.spec, result[-1], deployed=True, action="adopt")
+    else:
+        state.set_keys(name, result[-1])
+    _mark_seen(cluster, state, name)
+    if confirm_within is not None:
+        since = applied.previous_deploy_time
+        lagging = cluster.wait_for_update(name, since, confirm_within)
+        if lagging:
+            raise GaleError(
+                f"the key change to '{name}' is on the cluster, but not every replica has "
+                f"confirmed it after {confirm_within:g}s:\n  " + "\n  ".join(lagging),
+                hint=f"`gale status {name}` shows the replicas; run the command again to re-check",
+            )
+    return result[-1]
 
 
-def create_key(cluster: Cluster, state: State, name: str, key_name: str) -> tuple[str, KeyRecord]:
-    """A new key for a deployment; return the key (shown once) and its record."""
-    current = find(cluster, state, name)
-    if any(k.name == key_name for k in current.keys):
-        raise UsageError(
-            f"'{name}' already has a key named '{key_name}'", hint="choose another --key-name"
-        )
-    key, record = generate_key(key_name)
-    set_keys(cluster, state, name, [*current.keys, record])
-    return key, record
+def create_key(
+    cluster: Cluster,
+    state: State,
+    name: str,
+    key_name: str | None = None,
+    *,
+    expires_in: float | None = None,
+) -> tuple[str, KeyRecord]:
+    """A new key for a deployment; return the key (shown once) and its record.
+
+    Without `key_name` the key is named `key-<6 hex>`, unique among its keys. With
+    `expires_in` (seconds) replicas refuse it once that time has passed; expired
+    records are dropped at the next key change.
+    """
+    made: list[tuple[str, KeyRecord]] = []
+
+    def add(keys: list[KeyRecord]) -> list[KeyRecord]:
+        keys = [k for k in keys if not k.expired()]
+        taken = {k.name for k in keys}
+        if made:  # a retry: the same key, never a second one
+            record = made[0][1]
+            if any(k.id == record.id for k in keys):
+                return keys
+            if record.name in taken:
+                raise UsageError(f"'{name}' got another key named '{record.name}' meanwhile")
+            return [*keys, record]
+        if key_name is not None and key_name in taken:
+            raise UsageError(
+                f"'{name}' already has a key named '{key_name}'", hint="choose another --key-name"
+            )
+        label = key_name
+        while label is None or label in taken:
+            label = f"key-{secrets.token_hex(3)}"
+        made.append(generate_key(label, expires_in))
+        return [*keys, made[0][1]]
+
+    _change_keys(cluster, state, name, add, lambda keys: made[0][1] in keys)
+    return made[0]
 
 
-def revoke_key(cluster: Cluster, state: State, name: str, key_id: str) -> KeyRecord:
-    """Revoke one key by id; it stops working within seconds."""
-    current = find(cluster, state, name)
-    kept = [k for k in current.keys if k.id != key_id]
-    if len(kept) == len(current.keys):
-        raise UsageError(f"'{name}' has no key with id '{key_id}'", hint=f"`gale keys list {name}`")
-    set_keys(cluster, state, name, kept)
-    return next(k for k in current.keys if k.id == key_id)
+def revoke_key(
+    cluster: Cluster,
+    state: State,
+    name: str,
+    key_id: str,
+    *,
+    confirm_within: float | None = None,
+) -> KeyRecord:
+    """Revoke one key by id; it stops working within seconds.
+
+    With `confirm_within`, wait until every replica refuses it; a GaleError names the
+    replicas that may still accept it, and why, if they do not within that time.
+    """
+    revoked: list[KeyRecord] = []
+
+    def remove(keys: list[KeyRecord]) -> list[KeyRecord]:
+        kept = [k for k in keys if k.id != key_id]
+        if len(kept) == len(keys) and revoked:
+            return kept  # gone already (a retry, or revoked elsewhere meanwhile)
+        if len(kept) == len(keys):
+            raise UsageError(
+                f"'{name}' has no key with id '{key_id}'", hint=f"`gale keys list {name}`"
+            )
+        revoked.append(next(k for k in keys if k.id == key_id))
+        return [k for k in kept if not k.expired()]
+
+    gone = lambda keys: all(k.id != key_id for k in keys)  # noqa: E731
+    _change_keys(cluster, state, name, remove, gone, confirm_within)
+    return revoked[-1]
 
 
 def undeploy(cluster: Cluster, state: State, name: str) -> None:
     """Free the replicas; configuration and keys stay in local state."""
     current = find(cluster, state, name)
+    if current.status == UNREADABLE:
+        raise UsageError(
+            f"'{name}' is unreadable: {current.message}",
+            hint=f"`gale delete {name}` removes it",
+        )
     if not current.deployed and current.status == "Undeployed":
         raise UsageError(
             f"'{name}' is already undeployed", hint=f"`gale redeploy {name}` brings it back"
@@ -228,14 +432,22 @@ def delete(cluster: Cluster, state: State, name: str) -> None:
     if current.deployed:
         cluster.remove_application(name)
     state.delete(name)
+    state.forget_seen(name)
 
 
 def restore(cluster: Cluster, state: State) -> list[str]:
-    """Resubmit every deployment local state says should run but the cluster lacks."""
-    live = live_deployments(cluster)
+    """Resubmit every deployment local state says should run but the cluster lacks.
+
+    What another machine revoked or removed while this one looked on is already in
+    local state (`all_deployments` follows the cluster); a deployment missing from
+    the same cluster this machine last saw it on was removed, not lost, and stays down.
+    """
+    known = all_deployments(cluster, state)
     restored = []
     for record in state.all():
-        if record.deployed and record.spec.name not in live:
-            cluster.apply_application(to_serve_application(record.spec, record.keys))
-            restored.append(record.spec.name)
+        name = record.spec.name
+        if record.deployed and not known[name].deployed:
+            cluster.apply_application(to_serve_application(record.spec, record.keys), create=True)
+            _mark_seen(cluster, state, name)
+            restored.append(name)
     return restored

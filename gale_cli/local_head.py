@@ -15,6 +15,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -102,8 +103,55 @@ def start_command(config: ClusterConfig, gpus: int, accelerator: str | None) -> 
     return command
 
 
-def _head_env(config: ClusterConfig, token: str) -> dict[str, str]:
-    env = dict(os.environ)
+# What Ray, Python and the engines need from the caller's environment. Everything
+# else (cloud credentials, other services' tokens) stays out of the head and its
+# replicas unless named with `gale cluster up --env NAME`.
+KEPT_NAMES = {
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "LANG", "LANGUAGE",
+    "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "XDG_CACHE_HOME", "OMP_NUM_THREADS",
+}  # fmt: skip
+KEPT_PREFIXES = (
+    "LC_",
+    "GALE_",
+    "RAY_",
+    "CUDA_",
+    "NVIDIA_",
+    "HF_",
+    "TRANSFORMERS_",
+    "TORCH",
+    "VLLM_",
+)
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "CREDENTIAL")
+
+
+def head_environment(environ: Mapping[str, str], extra: Iterable[str] = ()) -> dict[str, str]:
+    """The part of `environ` the local head starts with: what Ray and the engines need,
+    no secret-looking names (HF_TOKEN, GALE_API_KEY…), plus the names in `extra`."""
+    named = set(extra)
+    missing = sorted(n for n in named if n not in environ)
+    if missing:
+        raise UsageError(
+            f"--env {', '.join(missing)}: not set in this environment",
+            hint="export it first, or drop the --env",
+        )
+
+    def kept(name: str) -> bool:
+        if name in named:
+            return True
+        if any(word in name.upper() for word in SECRET_WORDS):
+            return False
+        return name in KEPT_NAMES or name.startswith(KEPT_PREFIXES)
+
+    return {name: value for name, value in environ.items() if kept(name)}
+
+
+def _head_env(
+    config: ClusterConfig,
+    token: str,
+    environ: Mapping[str, str] | None = None,
+    extra: Iterable[str] = (),
+) -> dict[str, str]:
+    env = head_environment(os.environ if environ is None else environ, extra)
     env["RAY_AUTH_MODE"] = "token"
     if config.token_source == "RAY_AUTH_TOKEN":
         env["RAY_AUTH_TOKEN"] = token
@@ -120,8 +168,12 @@ def start_local_head(
     *,
     config: ClusterConfig | None = None,
     timeout: float = START_TIMEOUT_S,
+    env: Iterable[str] = (),
 ) -> LocalHeadStatus:
-    """Start the local Ray head (token auth, loopback only) and Serve's HTTP proxy."""
+    """Start the local Ray head (token auth, loopback only) and Serve's HTTP proxy.
+
+    The head starts with a minimal environment (`head_environment`) plus the variables named in `env`.
+    """
     config = config or ClusterConfig.from_env()
     if not config.is_local:
         raise UsageError(
@@ -133,13 +185,14 @@ def start_local_head(
     status = local_head_status(config)
     if status.running:
         return status
+    head_env = head_environment(os.environ, env)  # a bad --env fails before anything starts
     token = ensure_token(config)
     if config.token is None:
         config = config.with_token(token, str(config.token_file))
     config.gale_home.mkdir(parents=True, exist_ok=True, mode=0o700)
     result = subprocess.run(
         start_command(config, gpus, accelerator),
-        env=_head_env(config, token),
+        env=_head_env(config, token, head_env),
         # Not the caller's directory: replicas must find `serving` as installed.
         cwd=config.gale_home,
         capture_output=True,

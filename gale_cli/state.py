@@ -8,6 +8,7 @@ Every change is one transaction: never a half-written file.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -34,6 +35,11 @@ CREATE TABLE IF NOT EXISTS revisions (
     action      TEXT NOT NULL,
     created_at  REAL NOT NULL,
     PRIMARY KEY (name, revision)
+);
+CREATE TABLE IF NOT EXISTS seen (
+    name        TEXT PRIMARY KEY,
+    session     TEXT NOT NULL,
+    seen_at     REAL NOT NULL
 );
 """
 
@@ -65,6 +71,7 @@ class State:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private(self.path)
         # executescript commits on its own, so the schema is made outside _connect().
         db = sqlite3.connect(self.path, timeout=30)
         try:
@@ -134,6 +141,26 @@ class State:
                 (json.dumps([k.model_dump() for k in keys]), time.time(), name),
             )
 
+    def mark_seen(self, name: str, session: str) -> None:
+        """Note that the deployment ran on the cluster of this Ray session just now."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO seen (name, session, seen_at) VALUES (?, ?, ?) ON CONFLICT(name)"
+                " DO UPDATE SET session=excluded.session, seen_at=excluded.seen_at",
+                (name, session, time.time()),
+            )
+
+    def seen_in(self, name: str) -> str | None:
+        """The Ray session this machine last saw the deployment running in, or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT session FROM seen WHERE name=?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def forget_seen(self, name: str) -> None:
+        """Forget where the deployment was last seen (it is being removed by this machine)."""
+        with self._connect() as db:
+            db.execute("DELETE FROM seen WHERE name=?", (name,))
+
     def revisions(self, name: str) -> list[Revision]:
         """A deployment's history, oldest first."""
         with self._connect() as db:
@@ -148,6 +175,12 @@ class State:
         with self._connect() as db:
             db.execute("DELETE FROM deployments WHERE name=?", (name,))
             db.execute("DELETE FROM revisions WHERE name=?", (name,))
+
+
+def _private(path: Path) -> None:
+    """Create the file readable by its owner only (whatever the folder or umask), or make it so."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
 
 
 def _record(row: tuple) -> Record:

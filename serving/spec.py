@@ -77,6 +77,21 @@ class ModelRef:
         return catalog.models()[self.value] if self.kind == "catalog" else None
 
 
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def require_pinned(ref: ModelRef, text: str) -> None:
+    """Running a repository's code needs a commit hash: a branch or tag can change under it."""
+    entry = ref.catalog_entry
+    revision = entry.source.revision if entry is not None else ref.revision
+    hub = ref.kind == "hf" or (entry is not None and entry.source.repo is not None)
+    if hub and not COMMIT.match(revision or ""):
+        raise ValueError(
+            f"trust_remote_code runs the repository's own code, so '{text}' must be pinned "
+            "to a commit: write hf:ORG/NAME@<40-hex commit hash>"
+        )
+
+
 def parse_model_ref(text: str) -> ModelRef:
     """Parse `ID`, `hf:ORG/NAME[@REVISION]` or an absolute path; raise ValueError otherwise."""
     text = text.strip()
@@ -239,6 +254,14 @@ class DeploymentSpec(BaseModel):
     def _model_known(cls, value: str) -> str:
         parse_model_ref(value)
         return value.strip()
+
+    @field_validator("trust_remote_code")
+    @classmethod
+    def _remote_code_pinned(cls, value: bool, info: ValidationInfo) -> bool:
+        model = info.data.get("model")
+        if value and model:
+            require_pinned(parse_model_ref(model), model)
+        return value
 
     @field_validator("hardware")
     @classmethod

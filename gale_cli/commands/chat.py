@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from gale_cli.session import Session
 
 KEY_NAME = "gale-chat"
+# The session key stops working on its own even if this process is killed before revoking it.
+KEY_LIFETIME_S = 8 * 3600
 
 
 def chat(
@@ -56,8 +58,13 @@ def _key_for(session: Session, name: str, url: str, api_key: str | None) -> Iter
     if api_key:
         yield api_key
         return
+    # Expires by itself too, in case this process dies before revoking it.
     key, temporary = lifecycle.create_key(
-        session.client, session.state, name, f"{KEY_NAME}-{secrets.token_hex(3)}"
+        session.client,
+        session.state,
+        name,
+        f"{KEY_NAME}-{secrets.token_hex(3)}",
+        expires_in=KEY_LIFETIME_S,
     )
     try:
         wait_for_key(url, key)

@@ -20,12 +20,21 @@ def up(
     accelerator: Annotated[
         str | None, typer.Option(help="Accelerator type of the declared GPUs, e.g. A10G.")
     ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            metavar="NAME",
+            help="Pass this environment variable to Ray and the replicas (repeatable); "
+            "by default they get only what Ray and the engines need.",
+        ),
+    ] = None,
 ) -> None:
     """Start a local Ray head (loopback only, token auth) with Serve's HTTP proxy."""
     from gale_cli.local_head import start_local_head
 
     with output.Spinner("Starting the local Ray head…"):
-        status = start_local_head(gpus, accelerator)
+        status = start_local_head(gpus, accelerator, env=env or ())
     output.message(f"Ray is up: dashboard {status.dashboard_url}, endpoints {status.serve_url}")
     _resources(status.resources)
 

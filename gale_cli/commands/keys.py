@@ -12,26 +12,45 @@ from gale_cli.commands.options import Json, Name
 keys_app = typer.Typer(
     help="Create, list and revoke a deployment's API keys.", no_args_is_help=True
 )
+# How long `keys revoke` waits for every replica to refuse the key.
+REVOKE_CONFIRM_S = 120.0
 
 
 @keys_app.command("create")
 def create(
     name: Name,
-    key_name: Annotated[str, typer.Option("--key-name", help="A label for the key.")] = "default",
+    key_name: Annotated[
+        str | None,
+        typer.Option("--key-name", help="A label for the key (default: key-<6 hex>, unique)."),
+    ] = None,
+    expires_in: Annotated[
+        str | None,
+        typer.Option("--expires-in", help="Stop working after this long: 30m, 12h, 7d."),
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """Create a key (shown once); it works within seconds, with no restart."""
     from gale_cli import lifecycle
+    from gale_cli.errors import UsageError
     from gale_cli.session import open_session
+    from serving.keys import parse_duration
 
+    try:
+        seconds = parse_duration(expires_in) if expires_in is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--expires-in: {exc}", hint="e.g. --expires-in 12h") from None
     with open_session() as session:
-        key, record = lifecycle.create_key(session.client, session.state, name, key_name)
+        key, record = lifecycle.create_key(
+            session.client, session.state, name, key_name, expires_in=seconds
+        )
 
     def show() -> None:
         output.message(f"Created key {record.id} ({record.name}). Shown once; store it now:")
         typer.echo(key)
 
-    output.result({"id": record.id, "name": record.name, "key": key}, show)
+    output.result(
+        {"id": record.id, "name": record.name, "key": key, "expires_at": record.expires_at}, show
+    )
 
 
 @keys_app.command("list")
@@ -43,7 +62,14 @@ def list_keys(name: Name, json_out: Json = False) -> None:
     with open_session() as session:
         keys = lifecycle.find(session.client, session.state, name).keys
     rows = [
-        {"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at} for k in keys
+        {
+            "id": k.id,
+            "name": k.name,
+            "prefix": k.prefix,
+            "created_at": k.created_at,
+            "expires_at": k.expires_at,
+        }
+        for k in keys
     ]
     output.result(
         rows,
@@ -65,5 +91,9 @@ def revoke(
     from gale_cli.session import open_session
 
     with open_session() as session:
-        record = lifecycle.revoke_key(session.client, session.state, name, key_id)
-    output.message(f"Revoked key {record.id} ({record.name}) of '{name}'.")
+        record = lifecycle.revoke_key(
+            session.client, session.state, name, key_id, confirm_within=REVOKE_CONFIRM_S
+        )
+    output.message(
+        f"Revoked key {record.id} ({record.name}) of '{name}': every replica refuses it."
+    )

@@ -68,11 +68,17 @@ class FakeDashboard:
         self.on_get: Callable[[int], None] | None = None
         self.gets = 0
         self.status_override: int | None = None
+        self.after_put: Callable[[], None] | None = None
+        self.fail_put: Callable[[dict], bool] | None = None
+        self.session = "session_1"
+        self.requires_token = True
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if self.status_override:
             return httpx.Response(self.status_override, text="no")
+        if self.requires_token and request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return httpx.Response(401, text="token required")
         if request.url.path == "/api/serve/applications/" and request.method == "GET":
             self.gets += 1
             if self.on_get:
@@ -80,10 +86,16 @@ class FakeDashboard:
             return httpx.Response(200, json={"applications": copy.deepcopy(self.apps)})
         if request.url.path == "/api/serve/applications/" and request.method == "PUT":
             body = json.loads(request.content)
+            if self.fail_put and self.fail_put(body):
+                return httpx.Response(500, text="the controller failed")
             self.puts.append(body)
             kept = {n: a for n, a in self.apps.items() if a["source"] == "imperative"}
             self.apps = kept | {c["name"]: live(c, "DEPLOYING") for c in body["applications"]}
+            if self.after_put:
+                self.after_put()
             return httpx.Response(200)
+        if request.url.path == "/api/version":
+            return httpx.Response(200, json={"ray_version": "2.60.0", "session_name": self.session})
         if request.url.path == "/api/v0/nodes":
             rows = [{"state": "ALIVE", "resources_total": n} for n in self.nodes]
             return httpx.Response(200, json={"data": {"result": {"result": rows}}})
@@ -190,7 +202,7 @@ def test_remote_cluster_keeps_its_own_http_options(tmp_path: Path) -> None:
 def test_token_and_non_browser_agent_are_sent(tmp_path: Path) -> None:
     fake = FakeDashboard()
     client_for(fake, tmp_path).get_applications()
-    (request,) = fake.requests
+    request = fake.requests[0]
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     agent = request.headers["user-agent"]
     assert agent.startswith("gale") and "Mozilla" not in agent
@@ -237,7 +249,7 @@ def test_config_from_env_token_precedence(tmp_path: Path) -> None:
     explicit = ClusterConfig.from_env({"GALE_HOME": str(tmp_path), "RAY_AUTH_TOKEN": "env-token"})
     assert (explicit.token, explicit.token_source) == ("env-token", "RAY_AUTH_TOKEN")
     remote = ClusterConfig.from_env(
-        {"GALE_HOME": str(tmp_path), "GALE_RAY_ADDRESS": "ray.example:8265"}
+        {"GALE_HOME": str(tmp_path), "GALE_RAY_ADDRESS": "ray.example:8265", "GALE_INSECURE": "1"}
     )
     assert remote.dashboard_url == "http://ray.example:8265" and not remote.is_local
     assert remote.token != "gale-local-token"  # the local head's token never leaves

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
+import jsonschema
+import pytest
 import yaml
 
 from gale_cli import export
@@ -51,3 +55,41 @@ def test_the_exported_ray_version_is_the_one_gale_pins() -> None:
     pins = [dep for dep in pyproject["project"]["optional-dependencies"]["serve"] if "ray" in dep]
     assert pins == [f"ray[serve]=={export.RAY_VERSION}"]
     assert f":{export.RAY_VERSION}-" in export.RAY_IMAGE
+
+
+CRD = Path(__file__).parent.parent / "data" / "kuberay" / "ray.io_rayservices.yaml"
+
+
+@functools.cache
+def _rayservice_schema() -> dict:
+    crd = yaml.load(CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.parametrize("hardware", ["cpu", "a10-x4"])
+def test_rayservice_manifest_passes_kuberays_crd_schema(hardware: str) -> None:
+    spec = SPEC.model_copy(update={"hardware": hardware})
+    _, record = generate_key()
+    manifest = yaml.safe_load(export.dump(export.rayservice(spec, [record])))
+    jsonschema.validate(manifest, _rayservice_schema())
+
+
+def test_rayservice_uses_token_auth_from_a_secret_and_keeps_the_dashboard_inside() -> None:
+    text = export.dump(export.rayservice(SPEC, []))
+    manifest = yaml.safe_load(text)
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token", "secretName": "support-bot-ray-token"}
+    head = cluster["headGroupSpec"]
+    assert "0.0.0.0" not in json.dumps(head["rayStartParams"])
+    (public,) = manifest["spec"]["serveService"]["spec"]["ports"]
+    assert public["port"] == 8000
+    assert "RAY_AUTH_TOKEN" not in text  # the token is never in the manifest
+    assert "kubectl create secret generic support-bot-ray-token" in text
+
+
+@pytest.mark.parametrize("build", [export.serve_config, export.rayservice])
+def test_an_export_says_it_is_a_snapshot_of_the_keys(build: Any) -> None:
+    text = export.dump(build(SPEC, []))
+    assert text.startswith("# A snapshot")
+    assert "export again after each key change" in text

@@ -33,16 +33,30 @@ class MemoryCluster:
             }
         }
 
-    def apply_application(self, app: dict[str, Any]) -> Applied:
+    def apply_application(self, app: dict[str, Any], *, create: bool = False) -> Applied:
         name = app["name"]
+        if create and name in self.apps:
+            raise UsageError(f"a deployment named '{name}' already exists")
         applied = Applied(name, self.apps.get(name), self.deployed_at.get(name))
         self.clock += 1
         self.apps[name], self.deployed_at[name] = app, self.clock
         return applied
 
+    def modify_application(self, name: str, edit: Any, holds: Any = None) -> Applied:
+        new = edit(self.apps.get(name))
+        if new is None:
+            return Applied(name, self.apps.pop(name, None), self.deployed_at.pop(name, None))
+        return self.apply_application(new)
+
     def remove_application(self, name: str) -> bool:
         self.deployed_at.pop(name, None)
         return self.apps.pop(name, None) is not None
+
+    def session_name(self) -> str | None:
+        return None  # a cluster that does not say which session it is
+
+    def wait_for_update(self, name: str, since: float | None, timeout: float) -> list[str]:
+        return []
 
     def wait_for_removal(self, name: str, timeout: float) -> None:
         assert name not in self.apps

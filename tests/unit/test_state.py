@@ -66,3 +66,13 @@ def test_state_lives_under_gale_home(tmp_path: Path, monkeypatch: pytest.MonkeyP
     session = open_session()  # a command's session: no cluster is contacted
     session.client.close()
     assert session.state.path == tmp_path / "home" / "state.db"
+
+
+def test_state_and_lock_files_are_private_in_an_existing_home(tmp_path: Path) -> None:
+    from tests.unit.test_cluster_client import FakeDashboard, client_for, gale_app
+
+    tmp_path.chmod(0o755)  # a GALE_HOME made earlier, readable by others
+    State(tmp_path / "state.db")
+    client_for(FakeDashboard(), tmp_path).apply_application(gale_app())
+    for name in ("state.db", "serve-config.lock"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
