@@ -15,13 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack import BUNDLED_MODEL, eventually
 from gale_cli import lifecycle
 from gale_cli.cluster import ServeClient
 from gale_cli.errors import UsageError
 from gale_cli.state import State
 from serving.keys import match_key
 from serving.spec import DeploymentSpec
-from tests.conftest import BUNDLED_MODEL, Deployed, eventually
+from tests.conftest import Deployed
 from tests.reliability.conftest import scaled
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model]
