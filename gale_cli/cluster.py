@@ -288,6 +288,11 @@ class ServeClient:
                 raise DeployTimeout(f"'{name}' was still being deleted after {timeout:g}s")
             time.sleep(poll_interval)
 
+    def prometheus_targets(self) -> list[list[str]]:
+        """The metrics endpoints (host:port) the dashboard lists, grouped as it groups them."""
+        groups = self._request("GET", "/api/prometheus/sd").json()
+        return [list(group.get("targets", [])) for group in groups]
+
 
 def _declarative(details: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Applications a PUT must carry, by name, with the config and time they were deployed."""
