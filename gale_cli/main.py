@@ -8,7 +8,16 @@ import traceback
 
 import typer
 
-from gale_cli.commands import catalog, chat, cluster_cmds, deploy, keys, manage, redeploy
+from gale_cli.commands import (
+    catalog,
+    chat,
+    cluster_cmds,
+    deploy,
+    keys,
+    manage,
+    observe,
+    redeploy,
+)
 from gale_cli.errors import GaleError
 
 EXIT_INTERRUPTED = 130
@@ -30,6 +39,7 @@ app.command("describe")(manage.describe)
 app.command("endpoint")(manage.endpoint)
 app.add_typer(keys.keys_app, name="keys")
 app.command("chat")(chat.chat)
+app.command("top")(observe.top)
 app.command("undeploy")(manage.undeploy)
 app.command("delete")(manage.delete)
 app.command("restore")(manage.restore)

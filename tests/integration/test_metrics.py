@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import httpx
@@ -12,7 +13,7 @@ from devstack import eventually
 from gale_cli.metrics_reader import MetricsReader, Sample
 from serving import metrics
 from serving.keys import generate_key
-from tests.conftest import Deployed
+from tests.conftest import Deployed, gale
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model]
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -103,3 +104,36 @@ def test_requests_and_tokens_are_counted_per_key(bundled_model: Deployed) -> Non
     names = {f.name for f in families}
     assert {"ray_gale_requests", "ray_gale_prompt_tokens"} <= names, sorted(names)
     assert first_key not in "".join(texts) and second_key not in "".join(texts)
+
+
+def test_gale_top_json_reports_the_deployment(bundled_model: Deployed) -> None:
+    headers = {"Authorization": f"Bearer {bundled_model.key}"}
+    body = {"messages": HELLO, "max_tokens": 8, "stream": True}
+    with httpx.Client(timeout=60) as http:
+        for _ in range(2):
+            http.post(f"{bundled_model.base_url}/chat/completions", json=body, headers=headers)
+    with MetricsReader(bundled_model.client.config) as reader:
+        count = metrics.TIME_TO_FIRST_TOKEN + "_count"
+        eventually(
+            lambda: sum(totals(reader.samples(), count, bundled_model.name).values()) >= 2,
+            EXPORT_TIMEOUT_S,
+            "the streams' first tokens exported",
+            1.0,
+        )
+    result = gale("top", bundled_model.name, "--json", "--interval", "1")
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert row["name"] == bundled_model.name
+    assert row["status"] == "RUNNING"
+    assert row["replicas"]["running"] == row["replicas"]["target"] >= 1
+    assert row["replicas"]["min"] <= row["replicas"]["running"] <= row["replicas"]["max"]
+    # No request in the interval: latency from every request since the replica started.
+    assert 0 < row["time_to_first_token_s"]["p50"] <= row["time_to_first_token_s"]["p95"]
+    assert row["errors_per_s"] == 0
+    assert bundled_model.key not in result.stdout + result.stderr
+
+
+def test_gale_top_names_a_missing_deployment(bundled_model: Deployed) -> None:
+    result = gale("top", "no-such-model", "--json", "--interval", "0.2")
+    assert result.returncode == 2
+    assert "no-such-model" in result.stderr
