@@ -246,3 +246,10 @@ def watch(
         for frame in frames:
             columns, rows = render(frame)
             live.update(_fitted(columns, rows, title, optional), refresh=True)
+
+
+def lines(texts: Iterable[str]) -> None:
+    """Lines of text on stdout as they come, unstyled (logs)."""
+    for text in texts:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()

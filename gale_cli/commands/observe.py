@@ -1,4 +1,4 @@
-"""Watching deployments: `gale top`."""
+"""Watching deployments: `gale top` and `gale logs`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from gale_cli import output
-from gale_cli.commands.options import Json
+from gale_cli.commands.options import Json, Name
 from gale_cli.errors import UsageError
 
 Interval = Annotated[
@@ -53,6 +53,38 @@ def top(
                 before = after
 
         output.watch(frames(), _table, "gale top (Ctrl-C to stop)", optional=OPTIONAL)
+
+
+def logs(
+    name: Name,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing lines as they are written.")
+    ] = False,
+    replica: Annotated[
+        str | None, typer.Option("--replica", help="Only this replica (its id or a prefix).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only lines from this long ago: 30s, 10m, 2h, 1d.")
+    ] = None,
+    tail: Annotated[int, typer.Option("--tail", help="Lines to read from each replica.")] = 1000,
+) -> None:
+    """The replicas' logs, newest last; API keys and the Ray token are masked."""
+    from gale_cli.logs import LogReader, parse_since
+    from gale_cli.session import open_session
+
+    if not 1 <= tail <= 100_000:
+        raise UsageError(f"--tail is {tail}; give a number of lines between 1 and 100000")
+    start = time.time() - parse_since(since) if since is not None else None
+    with open_session() as session:
+        reader = LogReader(session.client)
+        found = reader.replicas(name, replica)
+        if not found:
+            output.message(f"'{name}' has no replica with a log yet")
+            return
+        if follow:
+            output.lines(reader.follow(found, tail, start))
+        else:
+            output.lines(reader.lines(found, tail, start))
 
 
 def _seconds(value: float | None) -> str:
