@@ -8,16 +8,7 @@ import traceback
 
 import typer
 
-from gale_cli.commands import (
-    catalog,
-    chat,
-    cluster_cmds,
-    deploy,
-    keys,
-    manage,
-    observe,
-    redeploy,
-)
+from gale_cli.commands import catalog, chat, cluster_cmds, deploy, keys, manage, observe, redeploy
 from gale_cli.errors import GaleError
 
 EXIT_INTERRUPTED = 130
