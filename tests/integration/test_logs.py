@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import queue
 import re
+import subprocess
+import threading
 
 import httpx
 import pytest
 
-from devstack import eventually
+from devstack import GALE, eventually
 from gale_cli.logs import line_time
 from tests.conftest import Deployed, gale
 
@@ -49,3 +52,37 @@ def test_logs_refuse_a_missing_deployment_replica_or_duration(bundled_model: Dep
     assert replica.returncode == 2 and "nope" in replica.stderr
     since = gale("logs", bundled_model.name, "--since", "ten minutes")
     assert since.returncode == 2 and "--since" in since.stderr
+
+
+def test_logs_follow_prints_new_lines_as_they_come(bundled_model: Deployed) -> None:
+    follower = subprocess.Popen(
+        [str(GALE), "logs", bundled_model.name, "--follow", "--tail", "1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        lines.get(timeout=30)  # the tail: the stream is open
+        marker = f"{bundled_model.base_url}/models"
+        headers = {"Authorization": f"Bearer {bundled_model.key}"}
+
+        def new_access_line() -> bool:
+            assert httpx.get(marker, headers=headers).status_code == 200
+            try:
+                return bool(re.search(r"GET /\S* 200 ", lines.get(timeout=2)))
+            except queue.Empty:
+                return False
+
+        eventually(new_access_line, 30, "a new request's line while following")
+    finally:
+        follower.terminate()
+        follower.wait(10)
