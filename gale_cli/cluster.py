@@ -421,6 +421,28 @@ class ServeClient:
                 raise DeployTimeout(f"'{name}' was still being deleted after {timeout:g}s")
             time.sleep(poll_interval)
 
+    def prometheus_targets(self) -> list[list[str]]:
+        """The metrics endpoints (host:port) the dashboard lists, grouped as it groups them."""
+        groups = self._request("GET", "/api/prometheus/sd").json()
+        return [list(group.get("targets", [])) for group in groups]
+
+    def log_file(self, node_id: str, filename: str, lines: int) -> str:
+        """The last `lines` lines of a file in a node's Ray log directory (the dashboard's log API)."""
+        params = {"node_id": node_id, "filename": filename, "lines": str(lines)}
+        return self._request("GET", "/api/v0/logs/file", params=params, timeout=60.0).text
+
+    def follow_log(self, node_id: str, filename: str, lines: int) -> Iterator[str]:
+        """The file's last `lines` lines, then each new line as it is written, until closed."""
+        params = {"node_id": node_id, "filename": filename, "lines": str(lines), "interval": "0.5"}
+        with self._http.stream("GET", "/api/v0/logs/stream", params=params, timeout=None) as reply:
+            if reply.status_code >= 400:
+                body = self._scrub(reply.read().decode(errors="replace").strip())[:2000]
+                raise ClusterError(
+                    f"the Ray dashboard answered {reply.status_code} to the log stream of "
+                    f"{filename}: {body or reply.reason_phrase}"
+                )
+            yield from reply.iter_lines()
+
 
 def _declarative(details: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Applications a PUT must carry, by name, with the config and time they were deployed."""

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from typer.core import TyperOption
 
-from gale_cli.commands import catalog, chat, cluster_cmds, deploy, keys, manage, redeploy
+from gale_cli.commands import catalog, chat, cluster_cmds, deploy, keys, manage, observe, redeploy
 from gale_cli.errors import GaleError
 
 EXIT_INTERRUPTED = 130
@@ -44,6 +44,8 @@ app.command("describe")(manage.describe)
 app.command("endpoint")(manage.endpoint)
 app.add_typer(keys.keys_app, name="keys")
 app.command("chat")(chat.chat)
+app.command("top")(observe.top)
+app.command("logs")(observe.logs)
 app.command("undeploy")(manage.undeploy)
 app.command("delete")(manage.delete)
 app.command("restore")(manage.restore)

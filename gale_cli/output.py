@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +86,15 @@ def table(
 ) -> None:
     """A table of data on stdout. Words are never broken: while the table would not fit the
     terminal, the `optional` columns are left out, the least needed first (as kubectl does)."""
+    stdout.print(_fitted(columns, rows, title, optional))
+
+
+def _fitted(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    title: str | None,
+    optional: Sequence[str],
+) -> Table:
     cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
     shown = list(range(len(columns)))
     grid = _grid(columns, cells, shown, title)
@@ -94,7 +103,7 @@ def table(
             break
         shown.remove(columns.index(name))
         grid = _grid(columns, cells, shown, title)
-    stdout.print(grid)
+    return grid
 
 
 def _narrowest(grid: Table) -> int:
@@ -206,3 +215,31 @@ def render_description(spec: DeploymentSpec) -> Group:
     """`gale describe`'s view of a spec: the review's sections, headed by what they describe."""
     _review_title, *sections = render_review(spec).renderables
     return Group(Text(f"Configuration of '{spec.name}'", style="bold"), *sections)
+
+
+def watch(
+    frames: Iterator[Any],
+    render: Callable[[Any], tuple[Sequence[str], Iterable[Sequence[Any]]]],
+    title: str | None = None,
+    *,
+    optional: Sequence[str] = (),
+) -> None:
+    """With --json, the first frame as one JSON document; otherwise each frame as a table
+    (`render` gives its columns and rows, fitted as `table` fits them), redrawn in place
+    until interrupted."""
+    if _mode.json:
+        print_json(next(frames))
+        return
+    from rich.live import Live
+
+    with Live(console=stdout, auto_refresh=False) as live:
+        for frame in frames:
+            columns, rows = render(frame)
+            live.update(_fitted(columns, rows, title, optional), refresh=True)
+
+
+def lines(texts: Iterable[str]) -> None:
+    """Lines of text on stdout as they come, unstyled (logs)."""
+    for text in texts:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()

@@ -25,8 +25,10 @@ from starlette.exceptions import HTTPException
 from serving.engines.base import Chunk, Engine, SamplingParams
 from serving.engines.errors import EngineError
 from serving.keys import match_key
+from serving.metrics import Metrics, NoMetrics
 from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
 from serving.replica_state import ServingState
+from serving.request_metrics import Measure, MeasureRequests, measure_of
 
 MAX_BODY_BYTES = 1024 * 1024
 # The whole body must arrive within this time: a client trickling it would hold a slot.
@@ -40,9 +42,10 @@ UNAUTHORIZED = "Invalid or missing API key. Send it as 'Authorization: Bearer <k
 logger = logging.getLogger("ray.serve")
 
 
-def build_api(engine: Engine, state: ServingState) -> FastAPI:
-    """The ASGI app serving `engine` under OpenAI's routes, governed by `state`."""
+def build_api(engine: Engine, state: ServingState, metrics: Metrics | None = None) -> FastAPI:
+    """The ASGI app serving `engine` under OpenAI's routes, governed by `state`, measured."""
     app = FastAPI(title="gale", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(MeasureRequests, metrics=metrics or NoMetrics(), state=state)
     app.add_exception_handler(APIError, _error_response)
     app.add_exception_handler(HTTPException, _error_response)
     app.add_exception_handler(RequestValidationError, _error_response)
@@ -92,7 +95,8 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
         except TemplateError as error:
             message = f"the model's chat template refused these messages: {error}"
             raise APIError(400, message, param="messages") from None
-        return await _answer(engine, state, body, prompt, tokens, "messages", chat=True)
+        measure = measure_of(request)
+        return await _answer(engine, state, measure, body, prompt, tokens, "messages", chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
@@ -100,7 +104,8 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
         body = parse(CompletionBody, await _read_body(request))
         _check_size(len(body.text), engine.context_length, "prompt")
         prompt = await asyncio.to_thread(engine.encode_text, body.text)
-        return await _answer(engine, state, body, prompt, body.max_tokens, "prompt", chat=False)
+        measure, tokens = measure_of(request), body.max_tokens
+        return await _answer(engine, state, measure, body, prompt, tokens, "prompt", chat=False)
 
     return app
 
@@ -186,6 +191,7 @@ def _sampling(
 async def _answer(
     engine: Engine,
     state: ServingState,
+    measure: Measure,
     body: Body,
     prompt: list[int],
     max_tokens: int | None,
@@ -203,11 +209,12 @@ async def _answer(
     reply = _Reply(state.name, chat)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return await _start_stream(engine.stream(prompt, params), reply, include_usage)
+        return await _start_stream(engine.stream(prompt, params), reply, include_usage, measure)
     try:
         done = await engine.generate(prompt, params)
     except EngineError as error:
         raise _engine_failed(error) from None
+    measure.tokens(done.prompt_tokens, done.completion_tokens)
     return reply.whole(done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens)
 
 
@@ -250,7 +257,7 @@ class _Reply:
 
 
 async def _start_stream(
-    chunks: AsyncIterator[Chunk], reply: _Reply, include_usage: bool
+    chunks: AsyncIterator[Chunk], reply: _Reply, include_usage: bool, measure: Measure
 ) -> StreamingResponse:
     # Wait for the first chunk so an engine that refuses the request answers with a status.
     try:
@@ -260,15 +267,20 @@ async def _start_stream(
     except BaseException:  # the caller went away: free the request's slot now
         await _close(chunks)
         raise
+    measure.first_token()
     return StreamingResponse(
-        _events(first, chunks, reply, include_usage),
+        _events(first, chunks, reply, include_usage, measure),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache"},
     )
 
 
 async def _events(
-    first: Chunk, chunks: AsyncIterator[Chunk], reply: _Reply, include_usage: bool
+    first: Chunk,
+    chunks: AsyncIterator[Chunk],
+    reply: _Reply,
+    include_usage: bool,
+    measure: Measure,
 ) -> AsyncIterator[str]:
     try:
         if reply.chat:
@@ -278,6 +290,7 @@ async def _events(
             if chunk.text:
                 yield _sse(reply.piece({"content": chunk.text} if reply.chat else chunk.text, None))
             if chunk.finish_reason is not None:
+                measure.stream_done(chunk.prompt_tokens, chunk.completion_tokens)
                 yield _sse(reply.piece({} if reply.chat else "", chunk.finish_reason))
                 if include_usage:
                     usage = _usage(chunk.prompt_tokens, chunk.completion_tokens)

@@ -3,8 +3,9 @@
 Each replica loads the engine once from the bound `AppArgs`, serves the OpenAI
 routes of `serving.api` through a FastAPI app built after the engine is loaded,
 and applies the deployment's `user_config` (keys, sampling defaults, batch
-size) in place; `serving.replica` does both without Ray. This is the only gale
-module that imports ray.
+size) in place; `serving.replica` does both without Ray. Each replica records its
+requests through `serving.ray_metrics`; with it, this is the only gale module that
+imports ray.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ray import serve
 from ray.serve import Application
 
 from serving import serve_config
+from serving.ray_metrics import RayMetrics
 from serving.replica import AppArgs, Replica
 
 if TYPE_CHECKING:
@@ -49,7 +51,7 @@ class GaleModel:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The OpenAI-compatible app over this replica's engine and state."""
-        return self.replica.api()
+        return self.replica.api(RayMetrics())
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply the deployment's user_config in place: keys, defaults, batch size."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from serving.engines.base import Engine
+    from serving.metrics import Metrics
 
 
 class AppArgs(BaseModel):
@@ -77,8 +78,8 @@ class Replica:
         if self.args.max_num_seqs is None:  # else the engine was sized at start, from args
             self.engine.set_batch_size(self.state.parameters.batch_size)
 
-    def api(self) -> FastAPI:
-        """The OpenAI-compatible app over this replica's engine and state."""
+    def api(self, metrics: Metrics | None = None) -> FastAPI:
+        """The OpenAI-compatible app over this replica's engine and state, recording to `metrics`."""
         from serving.api import build_api
 
-        return build_api(self.engine, self.state)
+        return build_api(self.engine, self.state, metrics)
