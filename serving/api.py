@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from serving.engines.base import Chunk, Engine, SamplingParams
 from serving.engines.errors import EngineError
+from serving.engines.grammar import check_schema
 from serving.keys import match_key
 from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
 from serving.replica_state import ServingState
@@ -82,6 +83,7 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
         _authorize(request, state)
         body = parse(ChatBody, await _read_body(request))
         tokens = body.max_completion_tokens or body.max_tokens
+        schema = _response_schema(body)
         messages = [m.as_template_input() for m in body.messages]
         _check_size(sum(len(m["content"]) for m in messages), engine.context_length, "messages")
         # Off the event loop: the streams this replica serves go on meanwhile.
@@ -92,7 +94,9 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
         except TemplateError as error:
             message = f"the model's chat template refused these messages: {error}"
             raise APIError(400, message, param="messages") from None
-        return await _answer(engine, state, body, prompt, tokens, "messages", chat=True)
+        return await _answer(
+            engine, state, body, prompt, tokens, "messages", chat=True, json_schema=schema
+        )
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
@@ -132,6 +136,19 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
+def _response_schema(body: ChatBody) -> str | None:
+    schema = body.response_format.json_schema_text() if body.response_format else None
+    if schema is not None:
+        try:
+            check_schema(schema)
+        except ValueError as error:
+            message = (
+                f"response_format.json_schema.schema is not a JSON schema gale can follow: {error}"
+            )
+            raise APIError(400, message, param="response_format") from None
+    return schema
+
+
 def _check_size(characters: int, context: int, param: str) -> None:
     if characters > context * MAX_CHARS_PER_TOKEN:
         raise APIError(
@@ -150,6 +167,7 @@ def _sampling(
     prompt_len: int,
     context: int,
     prompt_param: str,
+    json_schema: str | None,
 ) -> SamplingParams:
     defaults = state.parameters
     if prompt_len == 0:
@@ -180,6 +198,7 @@ def _sampling(
         top_k=defaults.top_k if body.top_k is None else body.top_k,
         max_tokens=max_tokens,
         stop=tuple([stop] if isinstance(stop, str) else stop),
+        json_schema=json_schema,
     )
 
 
@@ -191,6 +210,7 @@ async def _answer(
     max_tokens: int | None,
     prompt_param: str,
     chat: bool,
+    json_schema: str | None = None,
 ) -> Any:
     if body.model is not None and body.model not in (state.name, engine.model_id):
         raise APIError(
@@ -199,7 +219,8 @@ async def _answer(
             param="model",
             code="model_not_found",
         )
-    params = _sampling(state, body, max_tokens, len(prompt), engine.context_length, prompt_param)
+    context = engine.context_length
+    params = _sampling(state, body, max_tokens, len(prompt), context, prompt_param, json_schema)
     reply = _Reply(state.name, chat)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

@@ -14,12 +14,15 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic import StrictFloat as Float
 from pydantic import StrictInt as Int
 
 _M = TypeVar("_M", bound=BaseModel)
 MAX_STOP_LENGTH = 64  # as a deployment spec's stop sequences
+# What `{"type": "json_object"}` asks for: any JSON object (as vLLM's json_object does).
+ANY_OBJECT = '{"type": "object"}'
 
 
 class APIError(Exception):
@@ -88,7 +91,6 @@ CHAT_UNSUPPORTED: Unsupported = {
     "parallel_tool_calls": (_unset, LEAVE_OUT + "; this deployment does not call tools"),
     "functions": (_unset, LEAVE_OUT + "; this deployment does not call functions"),
     "function_call": (_unset, LEAVE_OUT + "; this deployment does not call functions"),
-    "response_format": (_one_of({"type": "text"}), 'leave it out or send {"type": "text"}'),
     "logprobs": (_one_of(False), "leave it out or send false"),
     "modalities": (_one_of(["text"]), 'leave it out or send ["text"]'),
     "audio": (_unset, LEAVE_OUT),
@@ -159,6 +161,39 @@ class Message(BaseModel):
             else "".join(part.text for part in self.content)
         )
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    # `schema` would shadow a BaseModel method: the alias keeps OpenAI's name on the wire.
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError('json_schema is needed with "type": "json_schema", and only there')
+        return self
+
+    def json_schema_text(self) -> str | None:
+        """The JSON schema the answer must match, as text; None for plain text.
+
+        `json_object`, or `json_schema` without a schema, asks for any JSON object.
+        """
+        if self.type == "text":
+            return None
+        schema = self.json_schema.schema_ if self.json_schema is not None else None
+        return json.dumps(schema) if schema is not None else ANY_OBJECT
 
 
 class StreamOptions(BaseModel):
@@ -232,7 +267,7 @@ class ChatBody(Body):
     parallel_tool_calls: StrictBool | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     logprobs: StrictBool | None = None
     top_logprobs: Int | None = Field(default=None, ge=0, le=20)
     modalities: list[str] | None = None

@@ -31,6 +31,8 @@ class SamplingParams:
     top_k: int = 0
     max_tokens: int = 16
     stop: Sequence[str] = field(default_factory=tuple)
+    json_schema: str | None = None
+    """A JSON schema (as text) the output must match, by constrained decoding."""
 
     @property
     def greedy(self) -> bool:

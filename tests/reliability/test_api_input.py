@@ -338,7 +338,6 @@ REFUSED: list[tuple[str, str, Any]] = [
     (CHAT, "parallel_tool_calls", True),
     (CHAT, "functions", [{"name": "f"}]),
     (CHAT, "function_call", {"name": "f"}),
-    (CHAT, "response_format", {"type": "json_object"}),
     (CHAT, "logprobs", True),
     (CHAT, "modalities", ["audio"]),
     (CHAT, "audio", {"voice": "alloy"}),
