@@ -28,6 +28,14 @@ from serving.engines.grammar import check_schema
 from serving.keys import match_key
 from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
 from serving.replica_state import ServingState
+from serving.tools import (
+    ToolPlan,
+    plan,
+    template_messages,
+    tool_call,
+    tool_call_deltas,
+    tool_call_format,
+)
 
 MAX_BODY_BYTES = 1024 * 1024
 # The whole body must arrive within this time: a client trickling it would hold a slot.
@@ -83,19 +91,34 @@ def build_api(engine: Engine, state: ServingState) -> FastAPI:
         _authorize(request, state)
         body = parse(ChatBody, await _read_body(request))
         tokens = body.max_completion_tokens or body.max_tokens
-        schema = _response_schema(body)
-        messages = [m.as_template_input() for m in body.messages]
+        tools = plan(body, tool_call_format(engine.model_id))
+        schema = (
+            _checked(tools.call_schema, "tools", "a function's parameters are")
+            if tools.call_schema is not None
+            else _response_schema(body)
+        )
+        native = engine.template_knows_tools
+        messages = template_messages(body.messages, tools.tools, native=native)
         _check_size(sum(len(m["content"]) for m in messages), engine.context_length, "messages")
+        shown = [tool.model_dump(exclude_none=True) for tool in tools.tools] if native else None
         # Off the event loop: the streams this replica serves go on meanwhile.
         try:
-            prompt = await asyncio.to_thread(engine.encode_chat, messages)
+            prompt = await asyncio.to_thread(engine.encode_chat, messages, shown)
         except EngineError as error:
             raise APIError(400, str(error), param="messages") from None
         except TemplateError as error:
             message = f"the model's chat template refused these messages: {error}"
             raise APIError(400, message, param="messages") from None
         return await _answer(
-            engine, state, body, prompt, tokens, "messages", chat=True, json_schema=schema
+            engine,
+            state,
+            body,
+            prompt,
+            tokens,
+            "messages",
+            chat=True,
+            json_schema=schema,
+            tools=tools,
         )
 
     @app.post("/v1/completions")
@@ -138,14 +161,17 @@ async def _read_body(request: Request) -> bytes:
 
 def _response_schema(body: ChatBody) -> str | None:
     schema = body.response_format.json_schema_text() if body.response_format else None
-    if schema is not None:
-        try:
-            check_schema(schema)
-        except ValueError as error:
-            message = (
-                f"response_format.json_schema.schema is not a JSON schema gale can follow: {error}"
-            )
-            raise APIError(400, message, param="response_format") from None
+    if schema is None:
+        return None
+    return _checked(schema, "response_format", "response_format.json_schema.schema is")
+
+
+def _checked(schema: str, param: str, what: str) -> str:
+    try:
+        check_schema(schema)
+    except ValueError as error:
+        message = f"{what} not a JSON schema gale can follow: {error}"
+        raise APIError(400, message, param=param) from None
     return schema
 
 
@@ -211,6 +237,7 @@ async def _answer(
     prompt_param: str,
     chat: bool,
     json_schema: str | None = None,
+    tools: ToolPlan | None = None,
 ) -> Any:
     if body.model is not None and body.model not in (state.name, engine.model_id):
         raise APIError(
@@ -222,6 +249,8 @@ async def _answer(
     context = engine.context_length
     params = _sampling(state, body, max_tokens, len(prompt), context, prompt_param, json_schema)
     reply = _Reply(state.name, chat)
+    if tools is not None and tools.call_schema is not None:
+        return await _call_tool(engine, prompt, params, reply, body)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         return await _start_stream(engine.stream(prompt, params), reply, include_usage)
@@ -230,6 +259,56 @@ async def _answer(
     except EngineError as error:
         raise _engine_failed(error) from None
     return reply.whole(done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens)
+
+
+async def _call_tool(
+    engine: Engine, prompt: list[int], params: SamplingParams, reply: _Reply, body: Body
+) -> Any:
+    """Answer a forced tool call: decoded whole (the name comes first), then shaped."""
+    try:
+        done = await engine.generate(prompt, params)
+    except EngineError as error:
+        raise _engine_failed(error) from None
+    usage = (done.prompt_tokens, done.completion_tokens)
+    if done.finish_reason != "stop":  # cut off by max_tokens: no call, and say so
+        if not body.stream:
+            return reply.whole(done.text, done.finish_reason, *usage)
+        pieces: list[tuple[dict[str, Any], str | None]] = [
+            ({"content": done.text}, None),
+            ({}, done.finish_reason),
+        ]
+        return _replay(reply, pieces, body, usage)
+    call = tool_call(done.text)
+    if not body.stream:
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return reply.whole(None, "tool_calls", *usage, message=message)
+    pieces = [(delta, None) for delta in tool_call_deltas(call)]
+    return _replay(reply, [*pieces, ({}, "tool_calls")], body, usage)
+
+
+def _replay(
+    reply: _Reply,
+    pieces: list[tuple[dict[str, Any], str | None]],
+    body: Body,
+    usage: tuple[int, int],
+) -> StreamingResponse:
+    """Stream an answer already made, as the chunks a streamed one would have been."""
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+
+    def events() -> list[str]:
+        out = [_sse(reply.piece({"role": "assistant", "content": None}, None))]
+        out += [_sse(reply.piece(delta, finish)) for delta, finish in pieces]
+        if include_usage:
+            out.append(_sse(reply.piece(None, None, _usage(*usage))))
+        return [*out, "data: [DONE]\n\n"]
+
+    async def stream() -> AsyncIterator[str]:
+        for event in events():
+            yield event
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 class _Reply:
@@ -242,10 +321,19 @@ class _Reply:
     def _base(self, object: str) -> dict[str, Any]:
         return {"id": self.id, "object": object, "created": self.created, "model": self.model}
 
-    def whole(self, text: str, finish: str, prompt: int, completion: int) -> dict[str, Any]:
-        """A non-streamed response."""
+    def whole(
+        self,
+        text: str | None,
+        finish: str,
+        prompt: int,
+        completion: int,
+        message: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A non-streamed response (`message` replaces the chat message built from `text`)."""
         choice: dict[str, Any] = (
-            {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
+            {"message": message or {"role": "assistant", "content": text}}
+            if self.chat
+            else {"text": text}
         )
         return {
             **self._base("chat.completion" if self.chat else "text_completion"),
@@ -255,7 +343,7 @@ class _Reply:
 
     def piece(
         self,
-        delta: dict[str, str] | str | None,
+        delta: dict[str, Any] | str | None,
         finish: str | None,
         usage: dict[str, int] | None = None,
     ) -> dict[str, Any]:

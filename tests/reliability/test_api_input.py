@@ -330,12 +330,8 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
         None,
     ),
 ]
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 # Fields this deployment does not implement: each refused with a 400 naming it.
 REFUSED: list[tuple[str, str, Any]] = [
-    (CHAT, "tools", [TOOL]),
-    (CHAT, "tool_choice", "required"),
-    (CHAT, "parallel_tool_calls", True),
     (CHAT, "functions", [{"name": "f"}]),
     (CHAT, "function_call", {"name": "f"}),
     (CHAT, "logprobs", True),
