@@ -82,11 +82,11 @@ class RowGrammar:
 
 def mask_logits(logits: torch.Tensor, grammars: Sequence[RowGrammar | None]) -> None:
     """Set to -inf, in place, each constrained row's logits its grammar does not allow."""
-    import xgrammar as xgr
-
     rows = [i for i, grammar in enumerate(grammars) if grammar is not None]
     if not rows:
         return
+    import xgrammar as xgr
+
     bitmask = xgr.allocate_token_bitmask(len(grammars), logits.shape[-1])
     for i in rows:
         grammar = grammars[i]
