@@ -29,11 +29,11 @@ from serving.keys import match_key
 from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
 from serving.replica_state import ServingState
 from serving.tools import (
+    CallDeltas,
     ToolPlan,
     plan,
     template_messages,
     tool_call,
-    tool_call_deltas,
     tool_call_format,
 )
 
@@ -264,51 +264,20 @@ async def _answer(
 async def _call_tool(
     engine: Engine, prompt: list[int], params: SamplingParams, reply: _Reply, body: Body
 ) -> Any:
-    """Answer a forced tool call: decoded whole (the name comes first), then shaped."""
+    """Answer a forced tool call: `message.tool_calls`, or its deltas as they are decoded."""
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        stream = engine.stream(prompt, params)
+        return await _start_stream(stream, reply, include_usage, CallDeltas())
     try:
         done = await engine.generate(prompt, params)
     except EngineError as error:
         raise _engine_failed(error) from None
     usage = (done.prompt_tokens, done.completion_tokens)
     if done.finish_reason != "stop":  # cut off by max_tokens: no call, and say so
-        if not body.stream:
-            return reply.whole(done.text, done.finish_reason, *usage)
-        pieces: list[tuple[dict[str, Any], str | None]] = [
-            ({"content": done.text}, None),
-            ({}, done.finish_reason),
-        ]
-        return _replay(reply, pieces, body, usage)
-    call = tool_call(done.text)
-    if not body.stream:
-        message = {"role": "assistant", "content": None, "tool_calls": [call]}
-        return reply.whole(None, "tool_calls", *usage, message=message)
-    pieces = [(delta, None) for delta in tool_call_deltas(call)]
-    return _replay(reply, [*pieces, ({}, "tool_calls")], body, usage)
-
-
-def _replay(
-    reply: _Reply,
-    pieces: list[tuple[dict[str, Any], str | None]],
-    body: Body,
-    usage: tuple[int, int],
-) -> StreamingResponse:
-    """Stream an answer already made, as the chunks a streamed one would have been."""
-    include_usage = body.stream_options is not None and body.stream_options.include_usage
-
-    def events() -> list[str]:
-        out = [_sse(reply.piece({"role": "assistant", "content": None}, None))]
-        out += [_sse(reply.piece(delta, finish)) for delta, finish in pieces]
-        if include_usage:
-            out.append(_sse(reply.piece(None, None, _usage(*usage))))
-        return [*out, "data: [DONE]\n\n"]
-
-    async def stream() -> AsyncIterator[str]:
-        for event in events():
-            yield event
-
-    return StreamingResponse(
-        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+        return reply.whole(done.text, done.finish_reason, *usage)
+    message = {"role": "assistant", "content": None, "tool_calls": [tool_call(done.text)]}
+    return reply.whole(None, "tool_calls", *usage, message=message)
 
 
 class _Reply:
@@ -359,7 +328,10 @@ class _Reply:
 
 
 async def _start_stream(
-    chunks: AsyncIterator[Chunk], reply: _Reply, include_usage: bool
+    chunks: AsyncIterator[Chunk],
+    reply: _Reply,
+    include_usage: bool,
+    call: CallDeltas | None = None,
 ) -> StreamingResponse:
     # Wait for the first chunk so an engine that refuses the request answers with a status.
     try:
@@ -370,24 +342,37 @@ async def _start_stream(
         await _close(chunks)
         raise
     return StreamingResponse(
-        _events(first, chunks, reply, include_usage),
+        _events(first, chunks, reply, include_usage, call),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache"},
     )
 
 
 async def _events(
-    first: Chunk, chunks: AsyncIterator[Chunk], reply: _Reply, include_usage: bool
+    first: Chunk,
+    chunks: AsyncIterator[Chunk],
+    reply: _Reply,
+    include_usage: bool,
+    call: CallDeltas | None,
 ) -> AsyncIterator[str]:
+    """A stream's events; with `call`, the text is a forced tool call sent as its deltas."""
     try:
         if reply.chat:
             yield _sse(reply.piece({"role": "assistant", "content": ""}, None))
         chunk = first
         while True:
-            if chunk.text:
+            if chunk.text and call is not None:
+                for delta in call.push(chunk.text):
+                    yield _sse(reply.piece(delta, None))
+            elif chunk.text:
                 yield _sse(reply.piece({"content": chunk.text} if reply.chat else chunk.text, None))
             if chunk.finish_reason is not None:
-                yield _sse(reply.piece({} if reply.chat else "", chunk.finish_reason))
+                finish: str = chunk.finish_reason
+                if call is not None:
+                    deltas, finish = call.finish(finish)
+                    for delta in deltas:
+                        yield _sse(reply.piece(delta, None))
+                yield _sse(reply.piece({} if reply.chat else "", finish))
                 if include_usage:
                     usage = _usage(chunk.prompt_tokens, chunk.completion_tokens)
                     yield _sse(reply.piece(None, None, usage))

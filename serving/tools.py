@@ -12,6 +12,7 @@ when it knows tools, and as text otherwise (see `template_messages`).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from serving.openai_types import APIError, ChatBody, Message, Tool
 
 # What a forced call's arguments are constrained to when a tool declares no parameters.
 ANY_ARGUMENTS: dict[str, Any] = {"type": "object"}
+# How a forced call's decoded text begins: the grammar writes the name first, compactly.
+_HEAD = re.compile(r'\{"name":("(?:[^"\\]|\\.)*"),\s*"arguments":')
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ def tool_call(text: str) -> dict[str, Any]:
     """The OpenAI `tool_calls` entry for a forced call's decoded JSON text."""
     call = json.loads(text)
     return {
-        "id": "call_" + uuid.uuid4().hex[:24],
+        "id": new_call_id(),
         "type": "function",
         "function": {
             "name": call["name"],
@@ -107,14 +110,60 @@ def tool_call(text: str) -> dict[str, Any]:
     }
 
 
-def tool_call_deltas(call: dict[str, Any]) -> list[dict[str, Any]]:
-    """A call as streamed chat deltas: its id, type and name first, then its arguments."""
-    function = call["function"]
-    opening = {"index": 0, "id": call["id"], "type": "function"}
-    return [
-        {"tool_calls": [{**opening, "function": {"name": function["name"], "arguments": ""}}]},
-        {"tool_calls": [{"index": 0, "function": {"arguments": function["arguments"]}}]},
-    ]
+def new_call_id() -> str:
+    """A tool call id in OpenAI's form."""
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+class CallDeltas:
+    """A forced call's decoded text, as it streams, turned into chat deltas.
+
+    The first delta carries the call's id, type and name (once the name is complete);
+    the next ones carry the arguments' text as it comes. The last character decoded so
+    far is held back: it may be the brace closing the call, not part of the arguments.
+    """
+
+    def __init__(self) -> None:
+        self.id = new_call_id()
+        self._text = ""
+        self._sent: int | None = None  # where unsent argument text starts, once named
+
+    def push(self, piece: str) -> list[dict[str, Any]]:
+        """Deltas for a further piece of the decoded text."""
+        self._text += piece
+        out: list[dict[str, Any]] = []
+        if self._sent is None:
+            head = _HEAD.match(self._text)
+            if head is None:
+                return out
+            self._sent = head.end()
+            name = json.loads(head.group(1))
+            function = {"name": name, "arguments": ""}
+            out.append(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": self.id, "type": "function", "function": function}
+                    ]
+                }
+            )
+        end = len(self._text) - 1
+        if end > self._sent:
+            out.append(_arguments_delta(self._text[self._sent : end]))
+            self._sent = end
+        return out
+
+    def finish(self, reason: str) -> tuple[list[dict[str, Any]], str]:
+        """The last deltas and the finish reason, when decoding ends for `reason`."""
+        if self._sent is None:  # cut off before the name was complete: say what came
+            return ([{"content": self._text}] if self._text else []), reason
+        rest = self._text[self._sent :]
+        if reason == "stop":
+            return ([_arguments_delta(rest[:-1])] if rest[:-1] else []), "tool_calls"
+        return ([_arguments_delta(rest)] if rest else []), reason
+
+
+def _arguments_delta(text: str) -> dict[str, Any]:
+    return {"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
 
 
 def template_messages(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from serving.openai_types import APIError, ChatBody
-from serving.tools import call_schema, plan, template_messages, tool_call, tool_call_deltas
+from serving.tools import CallDeltas, call_schema, plan, template_messages, tool_call
 
 ASK = [{"role": "user", "content": "Weather in Paris?"}]
 F = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
@@ -64,15 +64,45 @@ def test_call_schema_of_one_tool_is_that_call() -> None:
     assert schema["properties"]["arguments"] == {"type": "object"}
 
 
-def test_a_decoded_call_becomes_openai_tool_calls_and_deltas() -> None:
+def test_a_decoded_call_becomes_openai_tool_calls() -> None:
     call = tool_call('{"name": "f", "arguments": {"a": 1}}')
-    assert call["id"].startswith("call_") and call["function"] == {
-        "name": "f",
-        "arguments": '{"a":1}',
-    }
-    first, second = tool_call_deltas(call)
-    assert first["tool_calls"][0]["function"] == {"name": "f", "arguments": ""}
-    assert second["tool_calls"][0]["function"] == {"arguments": '{"a":1}'}
+    assert call["id"].startswith("call_")
+    assert call["function"] == {"name": "f", "arguments": '{"a":1}'}
+
+
+def arguments_of(deltas: list[dict[str, Any]]) -> str:
+    return "".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas)
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ['{"name":"f", "arguments":{"a":1, "b":"}"}}'],
+        ['{"na', 'me":"f', '"', ', "argu', 'ments":', '{"a"', ":1,", ' "b":"}"', "}", "}"],
+    ],
+)
+def test_a_streamed_call_names_the_function_first_then_streams_its_arguments(
+    pieces: list[str],
+) -> None:
+    deltas = CallDeltas()
+    out = [delta for piece in pieces for delta in deltas.push(piece)]
+    last, finish = deltas.finish("stop")
+    out += last
+    opening = out[0]["tool_calls"][0]
+    assert opening["id"] == deltas.id and opening["type"] == "function"
+    assert opening["function"] == {"name": "f", "arguments": ""}
+    assert json.loads(arguments_of(out[1:])) == {"a": 1, "b": "}"}
+    assert finish == "tool_calls"
+
+
+def test_a_call_cut_off_keeps_its_finish_reason() -> None:
+    deltas = CallDeltas()
+    assert deltas.push('{"name":"f') == []
+    assert deltas.finish("length") == ([{"content": '{"name":"f'}], "length")
+    named = CallDeltas()
+    out = named.push('{"name":"f","arguments":{"a":')
+    last, finish = named.finish("length")
+    assert arguments_of(out[1:] + last) == '{"a":' and finish == "length"
 
 
 LOOP = [
