@@ -24,11 +24,20 @@ from starlette.exceptions import HTTPException
 
 from serving.engines.base import Chunk, Engine, SamplingParams
 from serving.engines.errors import EngineError
+from serving.engines.grammar import check_schema
 from serving.keys import match_key
 from serving.metrics import Metrics, NoMetrics
 from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
 from serving.replica_state import ServingState
 from serving.request_metrics import Measure, MeasureRequests, measure_of
+from serving.tools import (
+    CallDeltas,
+    ToolPlan,
+    plan,
+    template_messages,
+    tool_call,
+    tool_call_format,
+)
 
 MAX_BODY_BYTES = 1024 * 1024
 # The whole body must arrive within this time: a client trickling it would hold a slot.
@@ -85,18 +94,36 @@ def build_api(engine: Engine, state: ServingState, metrics: Metrics | None = Non
         _authorize(request, state)
         body = parse(ChatBody, await _read_body(request))
         tokens = body.max_completion_tokens or body.max_tokens
-        messages = [m.as_template_input() for m in body.messages]
+        tools = plan(body, tool_call_format(engine.model_id))
+        schema = (
+            _checked(tools.call_schema, "tools", "a function's parameters are")
+            if tools.call_schema is not None
+            else _response_schema(body)
+        )
+        native = engine.template_knows_tools
+        messages = template_messages(body.messages, tools.tools, native=native)
         _check_size(sum(len(m["content"]) for m in messages), engine.context_length, "messages")
+        shown = [tool.model_dump(exclude_none=True) for tool in tools.tools] if native else None
         # Off the event loop: the streams this replica serves go on meanwhile.
         try:
-            prompt = await asyncio.to_thread(engine.encode_chat, messages)
+            prompt = await asyncio.to_thread(engine.encode_chat, messages, shown)
         except EngineError as error:
             raise APIError(400, str(error), param="messages") from None
         except TemplateError as error:
             message = f"the model's chat template refused these messages: {error}"
             raise APIError(400, message, param="messages") from None
-        measure = measure_of(request)
-        return await _answer(engine, state, measure, body, prompt, tokens, "messages", chat=True)
+        return await _answer(
+            engine,
+            state,
+            measure_of(request),
+            body,
+            prompt,
+            tokens,
+            "messages",
+            chat=True,
+            json_schema=schema,
+            tools=tools,
+        )
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
@@ -137,6 +164,22 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
+def _response_schema(body: ChatBody) -> str | None:
+    schema = body.response_format.json_schema_text() if body.response_format else None
+    if schema is None:
+        return None
+    return _checked(schema, "response_format", "response_format.json_schema.schema is")
+
+
+def _checked(schema: str, param: str, what: str) -> str:
+    try:
+        check_schema(schema)
+    except ValueError as error:
+        message = f"{what} not a JSON schema gale can follow: {error}"
+        raise APIError(400, message, param=param) from None
+    return schema
+
+
 def _check_size(characters: int, context: int, param: str) -> None:
     if characters > context * MAX_CHARS_PER_TOKEN:
         raise APIError(
@@ -155,6 +198,7 @@ def _sampling(
     prompt_len: int,
     context: int,
     prompt_param: str,
+    json_schema: str | None,
 ) -> SamplingParams:
     defaults = state.parameters
     if prompt_len == 0:
@@ -185,6 +229,7 @@ def _sampling(
         top_k=defaults.top_k if body.top_k is None else body.top_k,
         max_tokens=max_tokens,
         stop=tuple([stop] if isinstance(stop, str) else stop),
+        json_schema=json_schema,
     )
 
 
@@ -197,6 +242,8 @@ async def _answer(
     max_tokens: int | None,
     prompt_param: str,
     chat: bool,
+    json_schema: str | None = None,
+    tools: ToolPlan | None = None,
 ) -> Any:
     if body.model is not None and body.model not in (state.name, engine.model_id):
         raise APIError(
@@ -205,8 +252,11 @@ async def _answer(
             param="model",
             code="model_not_found",
         )
-    params = _sampling(state, body, max_tokens, len(prompt), engine.context_length, prompt_param)
+    context = engine.context_length
+    params = _sampling(state, body, max_tokens, len(prompt), context, prompt_param, json_schema)
     reply = _Reply(state.name, chat)
+    if tools is not None and tools.call_schema is not None:
+        return await _call_tool(engine, prompt, params, reply, body, measure)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         return await _start_stream(engine.stream(prompt, params), reply, include_usage, measure)
@@ -216,6 +266,31 @@ async def _answer(
         raise _engine_failed(error) from None
     measure.tokens(done.prompt_tokens, done.completion_tokens)
     return reply.whole(done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens)
+
+
+async def _call_tool(
+    engine: Engine,
+    prompt: list[int],
+    params: SamplingParams,
+    reply: _Reply,
+    body: Body,
+    measure: Measure,
+) -> Any:
+    """Answer a forced tool call: `message.tool_calls`, or its deltas as they are decoded."""
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        stream = engine.stream(prompt, params)
+        return await _start_stream(stream, reply, include_usage, measure, CallDeltas())
+    try:
+        done = await engine.generate(prompt, params)
+    except EngineError as error:
+        raise _engine_failed(error) from None
+    measure.tokens(done.prompt_tokens, done.completion_tokens)
+    usage = (done.prompt_tokens, done.completion_tokens)
+    if done.finish_reason != "stop":  # cut off by max_tokens: no call, and say so
+        return reply.whole(done.text, done.finish_reason, *usage)
+    message = {"role": "assistant", "content": None, "tool_calls": [tool_call(done.text)]}
+    return reply.whole(None, "tool_calls", *usage, message=message)
 
 
 class _Reply:
@@ -228,10 +303,19 @@ class _Reply:
     def _base(self, object: str) -> dict[str, Any]:
         return {"id": self.id, "object": object, "created": self.created, "model": self.model}
 
-    def whole(self, text: str, finish: str, prompt: int, completion: int) -> dict[str, Any]:
-        """A non-streamed response."""
+    def whole(
+        self,
+        text: str | None,
+        finish: str,
+        prompt: int,
+        completion: int,
+        message: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A non-streamed response (`message` replaces the chat message built from `text`)."""
         choice: dict[str, Any] = (
-            {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
+            {"message": message or {"role": "assistant", "content": text}}
+            if self.chat
+            else {"text": text}
         )
         return {
             **self._base("chat.completion" if self.chat else "text_completion"),
@@ -241,7 +325,7 @@ class _Reply:
 
     def piece(
         self,
-        delta: dict[str, str] | str | None,
+        delta: dict[str, Any] | str | None,
         finish: str | None,
         usage: dict[str, int] | None = None,
     ) -> dict[str, Any]:
@@ -257,7 +341,11 @@ class _Reply:
 
 
 async def _start_stream(
-    chunks: AsyncIterator[Chunk], reply: _Reply, include_usage: bool, measure: Measure
+    chunks: AsyncIterator[Chunk],
+    reply: _Reply,
+    include_usage: bool,
+    measure: Measure,
+    call: CallDeltas | None = None,
 ) -> StreamingResponse:
     # Wait for the first chunk so an engine that refuses the request answers with a status.
     try:
@@ -269,7 +357,7 @@ async def _start_stream(
         raise
     measure.first_token()
     return StreamingResponse(
-        _events(first, chunks, reply, include_usage, measure),
+        _events(first, chunks, reply, include_usage, measure, call),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache"},
     )
@@ -281,17 +369,27 @@ async def _events(
     reply: _Reply,
     include_usage: bool,
     measure: Measure,
+    call: CallDeltas | None,
 ) -> AsyncIterator[str]:
+    """A stream's events; with `call`, the text is a forced tool call sent as its deltas."""
     try:
         if reply.chat:
             yield _sse(reply.piece({"role": "assistant", "content": ""}, None))
         chunk = first
         while True:
-            if chunk.text:
+            if chunk.text and call is not None:
+                for delta in call.push(chunk.text):
+                    yield _sse(reply.piece(delta, None))
+            elif chunk.text:
                 yield _sse(reply.piece({"content": chunk.text} if reply.chat else chunk.text, None))
             if chunk.finish_reason is not None:
                 measure.stream_done(chunk.prompt_tokens, chunk.completion_tokens)
-                yield _sse(reply.piece({} if reply.chat else "", chunk.finish_reason))
+                finish: str = chunk.finish_reason
+                if call is not None:
+                    deltas, finish = call.finish(finish)
+                    for delta in deltas:
+                        yield _sse(reply.piece(delta, None))
+                yield _sse(reply.piece({} if reply.chat else "", finish))
                 if include_usage:
                     usage = _usage(chunk.prompt_tokens, chunk.completion_tokens)
                     yield _sse(reply.piece(None, None, usage))

@@ -44,6 +44,9 @@ class CatalogModel(BaseModel):
     gated: bool
     tags: tuple[str, ...] = ()
     description: str = ""
+    tool_call_format: str | None = None
+    """How the model writes a tool call of its own choosing (vLLM's parser names, e.g.
+    `hermes`, `llama3_json`, `mistral`); None when it has no such format."""
 
 
 class HardwareProfile(BaseModel):

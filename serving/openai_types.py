@@ -14,12 +14,15 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic import StrictFloat as Float
 from pydantic import StrictInt as Int
 
 _M = TypeVar("_M", bound=BaseModel)
 MAX_STOP_LENGTH = 64  # as a deployment spec's stop sequences
+# What `{"type": "json_object"}` asks for: any JSON object (as vLLM's json_object does).
+ANY_OBJECT = '{"type": "object"}'
 
 
 class APIError(Exception):
@@ -83,12 +86,8 @@ COMMON_UNSUPPORTED: Unsupported = {
 }
 CHAT_UNSUPPORTED: Unsupported = {
     **COMMON_UNSUPPORTED,
-    "tools": (_unset, LEAVE_OUT + "; this deployment does not call tools"),
-    "tool_choice": (_unset, LEAVE_OUT + "; this deployment does not call tools"),
-    "parallel_tool_calls": (_unset, LEAVE_OUT + "; this deployment does not call tools"),
-    "functions": (_unset, LEAVE_OUT + "; this deployment does not call functions"),
-    "function_call": (_unset, LEAVE_OUT + "; this deployment does not call functions"),
-    "response_format": (_one_of({"type": "text"}), 'leave it out or send {"type": "text"}'),
+    "functions": (_unset, LEAVE_OUT + "; send tools (functions is deprecated)"),
+    "function_call": (_unset, LEAVE_OUT + "; send tool_choice (function_call is deprecated)"),
     "logprobs": (_one_of(False), "leave it out or send false"),
     "modalities": (_one_of(["text"]), 'leave it out or send ["text"]'),
     "audio": (_unset, LEAVE_OUT),
@@ -105,7 +104,7 @@ COMPLETION_UNSUPPORTED: Unsupported = {
     "best_of": (_one_of(1), "leave it out or send 1"),
 }
 # Fields of an OpenAI message beyond role and content; none is implemented.
-MESSAGE_UNSUPPORTED = ("name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio")
+MESSAGE_UNSUPPORTED = ("name", "function_call", "refusal", "audio")
 # OpenAI fields that change nothing in the answer: accepted and dropped (docs/api.md).
 DROPPED = ("user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier")
 
@@ -116,14 +115,63 @@ def unsupported(param: str, hint: str, what: str | None = None) -> APIError:
     return APIError(400, message, param=param)
 
 
+_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionName
+
+
+class CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[TextPart]
+    # Before content: whether content may be null depends on it.
+    tool_calls: list[ToolCall] | None = None
+    # Null only where OpenAI allows it: an assistant message that carries tool calls.
+    content: str | list[TextPart] | None = Field(default=None, validate_default=True)
     name: Any = None
-    tool_calls: Any = None
-    tool_call_id: Any = None
+    tool_call_id: str | None = None
     function_call: Any = None
     refusal: Any = None
     audio: Any = None
@@ -131,6 +179,8 @@ class Message(BaseModel):
     @field_validator("content", mode="before")
     @classmethod
     def _text_only(cls, value: object) -> object:
+        if value is None:
+            return value
         parts_ok = isinstance(value, list) and all(
             isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
             for p in value
@@ -142,23 +192,73 @@ class Message(BaseModel):
                 raise ValueError(f"unknown field '{key}' in a content part; leave it out")
         return value
 
+    @field_validator("content")
+    @classmethod
+    def _needed(cls, value: object, info: ValidationInfo) -> object:
+        if value is None and not (
+            info.data.get("role") == "assistant" and info.data.get("tool_calls")
+        ):
+            raise ValueError("content is needed, unless an assistant message has tool_calls")
+        return value
+
+    @model_validator(mode="after")
+    def _parts_of_its_role(self) -> Message:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls belong to assistant messages only")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message needs tool_call_id, and only it may carry one")
+        return self
+
     def refuse_unsupported(self, where: str) -> None:
         """Raise an `APIError` for the first part of this message gale cannot honour."""
-        if self.role in ("tool", "function"):
-            what = f"role '{self.role}'"
-            raise unsupported(f"{where}.role", "it needs tool calling", what)
+        if self.role == "function":
+            hint = "send role 'tool' with tool_call_id (role 'function' is deprecated)"
+            raise unsupported(f"{where}.role", hint, "role 'function'")
         for name in MESSAGE_UNSUPPORTED:
             if getattr(self, name) is not None:
                 raise unsupported(f"{where}.{name}", LEAVE_OUT)
 
-    def as_template_input(self) -> dict[str, str]:
+    def as_template_input(self) -> dict[str, Any]:
         """The message as a chat template takes it: text content, known roles."""
         text = (
             self.content
             if isinstance(self.content, str)
-            else "".join(part.text for part in self.content)
+            else "".join(part.text for part in self.content or [])
         )
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    # `schema` would shadow a BaseModel method: the alias keeps OpenAI's name on the wire.
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError('json_schema is needed with "type": "json_schema", and only there')
+        return self
+
+    def json_schema_text(self) -> str | None:
+        """The JSON schema the answer must match, as text; None for plain text.
+
+        `json_object`, or `json_schema` without a schema, asks for any JSON object.
+        """
+        if self.type == "text":
+            return None
+        schema = self.json_schema.schema_ if self.json_schema is not None else None
+        return json.dumps(schema) if schema is not None else ANY_OBJECT
 
 
 class StreamOptions(BaseModel):
@@ -227,12 +327,12 @@ class ChatBody(Body):
 
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: Int | None = Field(default=None, ge=1)
-    tools: list[dict[str, Any]] | None = Field(default=None, min_length=1)
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[Tool] | None = Field(default=None, min_length=1, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     logprobs: StrictBool | None = None
     top_logprobs: Int | None = Field(default=None, ge=0, le=20)
     modalities: list[str] | None = None

@@ -31,6 +31,8 @@ class SamplingParams:
     top_k: int = 0
     max_tokens: int = 16
     stop: Sequence[str] = field(default_factory=tuple)
+    json_schema: str | None = None
+    """A JSON schema (as text) the output must match, by constrained decoding."""
 
     @property
     def greedy(self) -> bool:
@@ -81,9 +83,17 @@ class Engine(ABC):
     def set_batch_size(self, size: int) -> None:
         """Change the batch size in place; batches already running keep their size."""
 
+    @property
+    def template_knows_tools(self) -> bool:
+        """Whether the model's chat template renders tools, tool calls and tool results."""
+        return False
+
     @abstractmethod
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation in the model's chat template, ready for the reply."""
+    def encode_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
+        """Token ids of a conversation (and the tools it may call) in the model's chat
+        template, ready for the reply."""
 
     @abstractmethod
     def encode_text(self, prompt: str) -> list[int]:
@@ -122,12 +132,24 @@ class HFTokenizerEngine(Engine):
     tokenizer: Any
     _closed: bool = False
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation in the model's chat template, ready for the reply."""
+    @property
+    def template_knows_tools(self) -> bool:
+        """Whether the model's chat template renders tools, tool calls and tool results."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        return isinstance(template, str) and "tool_calls" in template and "tools" in template
+
+    def encode_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
+        """Token ids of a conversation (and the tools it may call) in the model's chat
+        template, ready for the reply."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise EngineError(f"{self.model_id} has no chat template; use /v1/completions")
         text = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
+            list(messages),
+            tools=list(tools) if tools else None,
+            tokenize=False,
+            add_generation_prompt=True,
         )
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from serving.engines.base import Chunk, FinishReason, SamplingParams
+from serving.engines.grammar import RowGrammar, mask_logits
 from serving.engines.sampling import RowSampler
 from serving.engines.text import IncrementalDecoder, StopScanner
 
@@ -31,6 +32,8 @@ class Request:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Chunk | BaseException] = field(default_factory=asyncio.Queue)
     cancelled: bool = False
+    grammar: Any = None
+    """The compiled grammar of `params.json_schema`, when the output is constrained."""
 
     def deliver(self, item: Chunk | BaseException) -> None:
         """Hand an item to the caller's event loop (safe from any thread)."""
@@ -49,15 +52,20 @@ class Row:
         self.scanner = StopScanner(request.params.stop)
         self.limit = limit
         self.produced = 0
+        self.grammar = RowGrammar(request.grammar) if request.grammar is not None else None
 
     def step(self, token: int, eos: frozenset[int]) -> bool:
         """Take one sampled token; send what it completes; return True when the row ends."""
         self.produced += 1
+        if self.grammar is not None:
+            self.grammar.accept(token)
         if token in eos:
             return self._send(self.scanner.flush(), "stop")
         text, hit = self.scanner.push(self.decoder.push(token))
         if hit:
             return self._send(text, "stop")
+        if self.grammar is not None and self.grammar.terminated:
+            return self._send(text + self.scanner.flush(), "stop")
         if self.produced >= self.limit:
             return self._send(text + self.scanner.flush(), "length")
         if text:
@@ -141,6 +149,7 @@ class RunningBatch:
         if not self.rows:
             return
         assert self._logits is not None and self._sampler is not None
+        mask_logits(self._logits, [row.grammar for row in self.rows])
         chosen = self._sampler(self._logits)
         keep = [
             i

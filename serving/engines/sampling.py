@@ -13,11 +13,11 @@ class RowSampler:
     """Per-row temperature, top-k and top-p for one batch, as tensors built once."""
 
     def __init__(self, params: Sequence[SamplingParams], device: torch.device | str) -> None:
-        self.greedy = torch.tensor([p.greedy for p in params], device=device)
+        temperature = torch.tensor([p.temperature for p in params], device=device)
+        # A temperature too small for float32 (it rounds to 0) is greedy too.
+        self.greedy = temperature == 0
         self.all_greedy = bool(self.greedy.all())
-        self.temperature = torch.tensor(
-            [p.temperature if not p.greedy else 1.0 for p in params], device=device
-        ).unsqueeze(1)
+        self.temperature = torch.where(self.greedy, 1.0, temperature).unsqueeze(1)
         self.top_k = torch.tensor([p.top_k for p in params], device=device)
         self.top_p = torch.tensor([p.top_p for p in params], device=device).unsqueeze(1)
 
@@ -52,7 +52,9 @@ class RowSampler:
         return torch.where(self.greedy, best, self._sample(logits.float(), generator))
 
     def _sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        scaled = logits / self.temperature
+        # Shifted so the best token is 0: a vanishing temperature then gives -inf for the
+        # others and 0 for the best, never inf/inf (NaN).
+        scaled = (logits - logits.max(dim=-1, keepdim=True).values) / self.temperature
         ordered, order = scaled.sort(dim=-1, descending=True)
         rank = torch.arange(ordered.shape[-1], device=ordered.device).unsqueeze(0)
         # top_k 0 means no limit.

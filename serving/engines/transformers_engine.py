@@ -24,6 +24,7 @@ import torch
 
 from serving.engines.base import Chunk, HFTokenizerEngine, SamplingParams
 from serving.engines.errors import EngineError, ModelLoadError
+from serving.engines.grammar import GrammarCompiler
 from serving.engines.running_batch import Request, Row, RunningBatch
 from serving.engines.text import IncrementalDecoder
 
@@ -74,6 +75,9 @@ class TransformersEngine(HFTokenizerEngine):
         # transformers 5 renamed `past_key_values` to `cache`; accept either generation.
         forward = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+        # Built on the first constrained request: reading the vocabulary takes a moment.
+        self._grammars: GrammarCompiler | None = None
+        self._grammars_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -136,6 +140,9 @@ class TransformersEngine(HFTokenizerEngine):
         """Queue the request for the batch and yield its text as it is produced."""
         self.check_request(prompt_ids, params)
         request = Request(list(prompt_ids), params, asyncio.get_running_loop())
+        if params.json_schema is not None:
+            # Off the loop and off the worker: compiling must stall neither.
+            request.grammar = await asyncio.to_thread(self._compile, params.json_schema)
         self._submit(request)
         try:
             while True:
@@ -245,6 +252,13 @@ class TransformersEngine(HFTokenizerEngine):
             for row in [*batch.rows, *joining]:
                 row.request.deliver(failed)
             batch.clear()
+
+    def _compile(self, schema: str) -> Any:
+        with self._grammars_lock:
+            if self._grammars is None:
+                vocab = self.model.get_output_embeddings().weight.shape[0]
+                self._grammars = GrammarCompiler(self.tokenizer, int(vocab), self._eos)
+        return self._grammars.compile(schema)
 
     def _decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))

@@ -167,6 +167,7 @@ class VLLMEngine(HFTokenizerEngine):
 
         try:
             from transformers import AutoTokenizer
+            from vllm.config.structured_outputs import StructuredOutputsConfig
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as error:
@@ -208,6 +209,10 @@ class VLLMEngine(HFTokenizerEngine):
             "max_num_seqs": settings.max_num_seqs,
             "tensor_parallel_size": settings.tensor_parallel_size,
             "disable_log_stats": True,
+            # The same grammar as the transformers engine's: xgrammar, compact JSON.
+            "structured_outputs_config": StructuredOutputsConfig(
+                backend="xgrammar", disable_any_whitespace=True
+            ),
         }
         if settings.gpu_memory_utilization is not None:
             options["gpu_memory_utilization"] = settings.gpu_memory_utilization
@@ -323,7 +328,7 @@ class VLLMEngine(HFTokenizerEngine):
     ) -> None:
         """On the engine's loop: wait for a slot, run the request, deliver its chunks
         (one chunk with the whole output when `whole`)."""
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
         from vllm.sampling_params import SamplingParams as VSamplingParams
 
         request_id = uuid.uuid4().hex
@@ -343,6 +348,9 @@ class VLLMEngine(HFTokenizerEngine):
                 max_tokens=params.max_tokens,
                 stop=list(params.stop),
                 output_kind=RequestOutputKind.FINAL_ONLY if whole else RequestOutputKind.DELTA,
+                structured_outputs=None
+                if params.json_schema is None
+                else StructuredOutputsParams(json=params.json_schema),
             )
             produced = 0
             outputs = self.llm.generate({"prompt_token_ids": prompt_ids}, sampling, request_id)

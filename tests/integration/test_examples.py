@@ -50,3 +50,33 @@ def test_curl_example_gets_a_chat_completion(bundled_model: Deployed) -> None:
     reply = json.loads(done.stdout)
     assert reply["object"] == "chat.completion"
     assert "Paris" in reply["choices"][0]["message"]["content"]
+
+
+def test_structured_output_example_parses_the_answer(bundled_model: Deployed) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "structured_output.py"), "What is the capital of France?"],
+        env=example_env(bundled_model),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert set(answer) == {"city", "country"} and all(isinstance(v, str) for v in answer.values())
+
+
+def test_tool_call_example_runs_a_tool_loop(bundled_model: Deployed) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "tool_call.py"), "What is the weather in Paris?"],
+        env=example_env(bundled_model),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    assert lines["call"].startswith("get_weather(")
+    arguments = json.loads(lines["call"].removeprefix("get_weather(").removesuffix(")"))
+    assert set(arguments) == {"city", "unit"} and arguments["unit"] in ("celsius", "fahrenheit")
+    assert json.loads(lines["result"])["temperature"] in (21, 70)
+    assert "answer" in lines

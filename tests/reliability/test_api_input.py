@@ -330,15 +330,10 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
         None,
     ),
 ]
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 # Fields this deployment does not implement: each refused with a 400 naming it.
 REFUSED: list[tuple[str, str, Any]] = [
-    (CHAT, "tools", [TOOL]),
-    (CHAT, "tool_choice", "required"),
-    (CHAT, "parallel_tool_calls", True),
     (CHAT, "functions", [{"name": "f"}]),
     (CHAT, "function_call", {"name": "f"}),
-    (CHAT, "response_format", {"type": "json_object"}),
     (CHAT, "logprobs", True),
     (CHAT, "modalities", ["audio"]),
     (CHAT, "audio", {"voice": "alloy"}),
@@ -381,17 +376,55 @@ CASES += [
         400,
         f"messages.0.{field}",
     )
-    for field in ("name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio")
+    for field in ("name", "function_call", "refusal", "audio")
 ]
-CASES.append(
+CASES += [
     (
-        "tool message refused",
+        "function message refused",
         CHAT,
-        {"messages": [{"role": "tool", "content": "42", "tool_call_id": None}]},
+        {"messages": [{"role": "function", "content": "42"}]},
         400,
         "messages.0.role",
-    )
-)
+    ),
+    (
+        "message tool_calls not a list",
+        CHAT,
+        {"messages": [{"role": "assistant", "content": "Hi", "tool_calls": "x"}]},
+        400,
+        "messages.0.tool_calls",
+    ),
+    (
+        "tool message without tool_call_id",
+        CHAT,
+        {"messages": [{"role": "tool", "content": "42"}]},
+        400,
+        "messages.0",
+    ),
+    (
+        "tool_choice naming no tool",
+        CHAT,
+        {
+            "messages": HELLO,
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "g"}},
+        },
+        400,
+        "tool_choice",
+    ),
+    (
+        "response_format schema not a schema",
+        CHAT,
+        {
+            "messages": HELLO,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "nonsense"}},
+            },
+        },
+        400,
+        "response_format",
+    ),
+]
 
 
 @pytest.mark.parametrize(

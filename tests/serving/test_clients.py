@@ -63,8 +63,10 @@ class FailingHalfway(Engine):
     def set_batch_size(self, size: int) -> None:
         self.inner.set_batch_size(size)
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return self.inner.encode_chat(messages)
+    def encode_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
+        return self.inner.encode_chat(messages, tools)
 
     def encode_text(self, prompt: str) -> list[int]:
         return self.inner.encode_text(prompt)

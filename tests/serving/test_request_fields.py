@@ -33,17 +33,10 @@ COMPLETIONS = "/v1/completions"
 CHAT_BASE: dict[str, Any] = {"messages": FRANCE, "max_tokens": 2}
 COMPLETION_BASE: dict[str, Any] = {"prompt": "Hello", "max_tokens": 2}
 
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 # (route, field, a value that asks for something gale does not do)
 REFUSED: list[tuple[str, str, Any]] = [
-    (CHAT, "tools", [TOOL]),
-    (CHAT, "tool_choice", "auto"),
-    (CHAT, "tool_choice", "none"),
-    (CHAT, "parallel_tool_calls", False),
     (CHAT, "functions", [{"name": "f"}]),
     (CHAT, "function_call", "auto"),
-    (CHAT, "response_format", {"type": "json_object"}),
-    (CHAT, "response_format", {"type": "json_schema", "json_schema": {"name": "x"}}),
     (CHAT, "logprobs", True),
     (CHAT, "modalities", ["text", "audio"]),
     (CHAT, "audio", {"voice": "alloy", "format": "wav"}),
@@ -108,9 +101,9 @@ async def test_unsupported_message_part_is_refused_by_name(
     assert "not supported by this deployment" in error["message"]
 
 
-@pytest.mark.parametrize("role", ["tool", "function"])
-async def test_tool_messages_are_refused(client: httpx.AsyncClient, role: str) -> None:
-    message = {"role": role, "content": "42", "tool_call_id": None}
+@pytest.mark.parametrize("role", ["function"])
+async def test_function_messages_are_refused(client: httpx.AsyncClient, role: str) -> None:
+    message = {"role": role, "content": "42"}
     error = error_of(await client.post(CHAT, json={**CHAT_BASE, "messages": [message]}), 400)
     assert error["param"] == "messages.0.role" and "not supported" in error["message"]
 
@@ -151,6 +144,20 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     (CHAT, {"logit_bias": {"1": 101}}, "logit_bias"),
     (CHAT, {"seed": "1"}, "seed"),
     (CHAT, {"tools": []}, "tools"),
+    (CHAT, {"response_format": {"type": "xml"}}, "response_format.type"),
+    (CHAT, {"response_format": {"type": "json_schema"}}, "response_format"),
+    (CHAT, {"response_format": {"type": "text", "json_schema": {"name": "x"}}}, "response_format"),
+    (CHAT, {"response_format": {"type": "json_object", "x": 1}}, "response_format.x"),
+    (
+        CHAT,
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}},
+        "response_format.json_schema.name",
+    ),
+    (
+        CHAT,
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 3}}},
+        "response_format.json_schema.schema",
+    ),
     (COMPLETIONS, {"logprobs": 6}, "logprobs"),
     (COMPLETIONS, {"best_of": 0}, "best_of"),
     (COMPLETIONS, {"prompt": []}, "prompt"),
@@ -216,9 +223,9 @@ async def test_the_sdk_reports_the_refused_field(
     )
     with pytest.raises(openai.BadRequestError) as refused:
         await client.chat.completions.create(
-            model="demo", messages=FRANCE, max_tokens=2, tools=[TOOL]
+            model="demo", messages=FRANCE, max_tokens=2, functions=[{"name": "f"}]
         )
-    assert refused.value.param == "tools"
+    assert refused.value.param == "functions"
     assert "not supported by this deployment" in refused.value.message
     with pytest.raises(openai.BadRequestError) as refused:
         await client.completions.create(model="demo", prompt="Hi", max_tokens=2, seed=1)

@@ -44,8 +44,10 @@ class Wrapped(Engine):
     def set_batch_size(self, size: int) -> None:
         self.inner.set_batch_size(size)
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return self.inner.encode_chat(messages)
+    def encode_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
+        return self.inner.encode_chat(messages, tools)
 
     def encode_text(self, prompt: str) -> list[int]:
         return self.inner.encode_text(prompt)
@@ -77,7 +79,9 @@ def main_key(keys: dict[str, tuple[str, KeyRecord]]) -> str:
 class StrictTemplate(Wrapped):
     """The real tokenizer with a chat template that refuses every conversation, as some do."""
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    def encode_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
         tokenizer = self.inner.tokenizer  # type: ignore[attr-defined]
         template = "{{ raise_exception('Conversation roles must alternate user/assistant') }}"
         text = tokenizer.apply_chat_template(
@@ -137,9 +141,11 @@ class CountingTokenizer(Wrapped):
         super().__init__(inner)
         self.calls = 0
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    def encode_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
         self.calls += 1
-        return super().encode_chat(messages)
+        return super().encode_chat(messages, tools)
 
     def encode_text(self, prompt: str) -> list[int]:
         self.calls += 1
