@@ -9,26 +9,23 @@ signature binding) so the key is checked before a body is read or parsed.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from jinja2 import TemplateError
 from starlette.exceptions import HTTPException
 
-from serving.engines.base import Chunk, Engine, SamplingParams
+from serving.engines.base import Engine, SamplingParams
 from serving.engines.errors import EngineError
 from serving.engines.grammar import check_schema
 from serving.keys import match_key
 from serving.metrics import Metrics, NoMetrics
 from serving.openai_types import APIError, Body, ChatBody, CompletionBody, parse
 from serving.replica_state import ServingState
+from serving.replies import Reply, engine_failed, start_stream
 from serving.request_metrics import Measure, MeasureRequests, measure_of
 from serving.tools import (
     CallDeltas,
@@ -45,7 +42,6 @@ BODY_DEADLINE_S = 30.0
 # No token of a model gale serves spans this many characters, so a prompt with more
 # characters than this times the context cannot fit: refused before tokenizing it.
 MAX_CHARS_PER_TOKEN = 32
-ENGINE_FAILED = "the engine failed on this request; try again (the replica log has the details)"
 UNAUTHORIZED = "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."
 # Serve's replica logger: lines land in the replica's log.
 logger = logging.getLogger("ray.serve")
@@ -254,16 +250,16 @@ async def _answer(
         )
     context = engine.context_length
     params = _sampling(state, body, max_tokens, len(prompt), context, prompt_param, json_schema)
-    reply = _Reply(state.name, chat)
+    reply = Reply(state.name, chat)
     if tools is not None and tools.call_schema is not None:
         return await _call_tool(engine, prompt, params, reply, body, measure)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return await _start_stream(engine.stream(prompt, params), reply, include_usage, measure)
+        return await start_stream(engine.stream(prompt, params), reply, include_usage, measure)
     try:
         done = await engine.generate(prompt, params)
     except EngineError as error:
-        raise _engine_failed(error) from None
+        raise engine_failed(error) from None
     measure.tokens(done.prompt_tokens, done.completion_tokens)
     return reply.whole(done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens)
 
@@ -272,7 +268,7 @@ async def _call_tool(
     engine: Engine,
     prompt: list[int],
     params: SamplingParams,
-    reply: _Reply,
+    reply: Reply,
     body: Body,
     measure: Measure,
 ) -> Any:
@@ -280,151 +276,17 @@ async def _call_tool(
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         stream = engine.stream(prompt, params)
-        return await _start_stream(stream, reply, include_usage, measure, CallDeltas())
+        return await start_stream(stream, reply, include_usage, measure, CallDeltas())
     try:
         done = await engine.generate(prompt, params)
     except EngineError as error:
-        raise _engine_failed(error) from None
+        raise engine_failed(error) from None
     measure.tokens(done.prompt_tokens, done.completion_tokens)
     usage = (done.prompt_tokens, done.completion_tokens)
     if done.finish_reason != "stop":  # cut off by max_tokens: no call, and say so
         return reply.whole(done.text, done.finish_reason, *usage)
     message = {"role": "assistant", "content": None, "tool_calls": [tool_call(done.text)]}
     return reply.whole(None, "tool_calls", *usage, message=message)
-
-
-class _Reply:
-    """Builds one request's response objects in the chat or the completions shape."""
-
-    def __init__(self, model: str, chat: bool) -> None:
-        self.chat, self.model, self.created = chat, model, int(time.time())
-        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-
-    def _base(self, object: str) -> dict[str, Any]:
-        return {"id": self.id, "object": object, "created": self.created, "model": self.model}
-
-    def whole(
-        self,
-        text: str | None,
-        finish: str,
-        prompt: int,
-        completion: int,
-        message: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """A non-streamed response (`message` replaces the chat message built from `text`)."""
-        choice: dict[str, Any] = (
-            {"message": message or {"role": "assistant", "content": text}}
-            if self.chat
-            else {"text": text}
-        )
-        return {
-            **self._base("chat.completion" if self.chat else "text_completion"),
-            "choices": [{"index": 0, **choice, "logprobs": None, "finish_reason": finish}],
-            "usage": _usage(prompt, completion),
-        }
-
-    def piece(
-        self,
-        delta: dict[str, Any] | str | None,
-        finish: str | None,
-        usage: dict[str, int] | None = None,
-    ) -> dict[str, Any]:
-        """One streamed chunk; `delta` None makes the usage-only chunk."""
-        base = self._base("chat.completion.chunk" if self.chat else "text_completion")
-        if delta is None:
-            return {**base, "choices": [], "usage": usage}
-        content = {"delta": delta} if self.chat else {"text": delta}
-        return {
-            **base,
-            "choices": [{"index": 0, **content, "logprobs": None, "finish_reason": finish}],
-        }
-
-
-async def _start_stream(
-    chunks: AsyncIterator[Chunk],
-    reply: _Reply,
-    include_usage: bool,
-    measure: Measure,
-    call: CallDeltas | None = None,
-) -> StreamingResponse:
-    # Wait for the first chunk so an engine that refuses the request answers with a status.
-    try:
-        first = await anext(chunks)
-    except EngineError as error:
-        raise _engine_failed(error) from None
-    except BaseException:  # the caller went away: free the request's slot now
-        await _close(chunks)
-        raise
-    measure.first_token()
-    return StreamingResponse(
-        _events(first, chunks, reply, include_usage, measure, call),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache"},
-    )
-
-
-async def _events(
-    first: Chunk,
-    chunks: AsyncIterator[Chunk],
-    reply: _Reply,
-    include_usage: bool,
-    measure: Measure,
-    call: CallDeltas | None,
-) -> AsyncIterator[str]:
-    """A stream's events; with `call`, the text is a forced tool call sent as its deltas."""
-    try:
-        if reply.chat:
-            yield _sse(reply.piece({"role": "assistant", "content": ""}, None))
-        chunk = first
-        while True:
-            if chunk.text and call is not None:
-                for delta in call.push(chunk.text):
-                    yield _sse(reply.piece(delta, None))
-            elif chunk.text:
-                yield _sse(reply.piece({"content": chunk.text} if reply.chat else chunk.text, None))
-            if chunk.finish_reason is not None:
-                measure.stream_done(chunk.prompt_tokens, chunk.completion_tokens)
-                finish: str = chunk.finish_reason
-                if call is not None:
-                    deltas, finish = call.finish(finish)
-                    for delta in deltas:
-                        yield _sse(reply.piece(delta, None))
-                yield _sse(reply.piece({} if reply.chat else "", finish))
-                if include_usage:
-                    usage = _usage(chunk.prompt_tokens, chunk.completion_tokens)
-                    yield _sse(reply.piece(None, None, usage))
-                break
-            chunk = await anext(chunks)
-    except Exception as error:
-        yield _sse(_engine_failed(error).body())
-    finally:
-        await _close(chunks)
-    yield "data: [DONE]\n\n"
-
-
-async def _close(chunks: AsyncIterator[Chunk]) -> None:
-    # Engines stream with async generators; closing one frees its request's slot.
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        await close()
-
-
-def _engine_failed(error: Exception) -> APIError:
-    # An engine's message can carry paths, device and build details: the log keeps them.
-    logger.error("gale: generation failed: %s: %s", type(error).__name__, error)
-    return APIError(503, ENGINE_FAILED, type="server_error", code="engine_error")
-
-
-def _sse(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
 
 
 async def _error_response(request: Request, error: Exception) -> JSONResponse:

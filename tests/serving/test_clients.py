@@ -14,6 +14,7 @@ from serving.api import ServingState, build_api
 from serving.engines.base import Chunk, Engine, SamplingParams
 from serving.engines.errors import EngineError
 from serving.keys import KeyRecord
+from tests.serving.wrapped import Wrapped
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
 
@@ -48,28 +49,8 @@ async def test_openai_sdk(
         await sdk(app, keys["other-deployment"][0]).models.list()
 
 
-class FailingHalfway(Engine):
+class FailingHalfway(Wrapped):
     """The real engine, except that every stream breaks after its first two pieces."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.model_id, self.context_length = inner.model_id, inner.context_length
-        self.device, self.device_description = inner.device, inner.device_description
-
-    @property
-    def batch_size(self) -> int:
-        return self.inner.batch_size
-
-    def set_batch_size(self, size: int) -> None:
-        self.inner.set_batch_size(size)
-
-    def encode_chat(
-        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
-    ) -> list[int]:
-        return self.inner.encode_chat(messages, tools)
-
-    def encode_text(self, prompt: str) -> list[int]:
-        return self.inner.encode_text(prompt)
 
     async def stream(
         self, prompt_ids: Sequence[int], params: SamplingParams
@@ -80,9 +61,6 @@ class FailingHalfway(Engine):
             count += 1
             if count == 2:
                 raise EngineError("the device went away")
-
-    async def close(self) -> None:
-        """The shared engine is closed by its fixture."""
 
 
 async def test_error_after_the_stream_started(

@@ -22,41 +22,12 @@ from serving.engines.errors import EngineError
 from serving.keys import KeyRecord
 from serving.replica_state import ServingState
 from tests.serving.test_api import FRANCE, error_of
+from tests.serving.wrapped import Wrapped
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
-
-
-class Wrapped(Engine):
-    """The real engine, for the subclasses below to change one behaviour of."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.model_id, self.context_length = inner.model_id, inner.context_length
-        self.device, self.device_description = inner.device, inner.device_description
-
-    @property
-    def batch_size(self) -> int:
-        return self.inner.batch_size
-
-    def set_batch_size(self, size: int) -> None:
-        self.inner.set_batch_size(size)
-
-    def encode_chat(
-        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
-    ) -> list[int]:
-        return self.inner.encode_chat(messages, tools)
-
-    def encode_text(self, prompt: str) -> list[int]:
-        return self.inner.encode_text(prompt)
-
-    def stream(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[Chunk]:
-        return self.inner.stream(prompt_ids, params)
-
-    async def close(self) -> None:
-        """The shared engine is closed by its fixture."""
 
 
 async def client_for(app: Any, key: str) -> httpx.AsyncClient:
