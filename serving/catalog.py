@@ -14,6 +14,11 @@ DATA_DIR = Path(__file__).parent / "data"
 # Bytes in a GiB: the unit of every memory figure here (memory_gb), as Ray counts memory.
 GIB = 1024**3
 
+# How a model writes a tool call of its own choosing: vLLM's `--tool-call-parser` names.
+ToolCallFormat = Literal["hermes", "llama3_json", "llama4_pythonic", "mistral", "openai"]
+# How a reasoning model marks its thinking: vLLM's `--reasoning-parser` names.
+ReasoningParser = Literal["qwen3", "openai_gptoss"]
+
 
 class WeightsOrigin(BaseModel):
     """Where a catalog model's weights come from: a Hugging Face repo or a packaged file."""
@@ -44,9 +49,12 @@ class CatalogModel(BaseModel):
     gated: bool
     tags: tuple[str, ...] = ()
     description: str = ""
-    tool_call_format: str | None = None
+    tool_call_format: ToolCallFormat | None = None
     """How the model writes a tool call of its own choosing (vLLM's parser names, e.g.
     `hermes`, `llama3_json`, `mistral`); None when it has no such format."""
+    reasoning_parser: ReasoningParser | None = None
+    """How a reasoning model marks its thinking text (vLLM's parser names: `qwen3` for
+    `<think>...</think>`, `openai_gptoss` for harmony's analysis channel); None otherwise."""
 
 
 class HardwareProfile(BaseModel):
