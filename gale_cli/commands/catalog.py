@@ -28,7 +28,7 @@ def models(
     output.result(
         [m.model_dump(mode="json") for m in entries],
         lambda: output.table(
-            ["ID", "Name", "Params", "Context", "License", "Gated", "Tags"],
+            ["ID", "Name", "Params", "Context", "License", "Gated", "Tools", "Reasoning", "Tags"],
             (
                 (
                     m.id,
@@ -37,11 +37,13 @@ def models(
                     f"{m.context_length:,}",
                     m.license,
                     "yes" if m.gated else "no",
+                    m.tool_call_format or "—",
+                    m.reasoning_parser or "—",
                     ", ".join(m.tags),
                 )
                 for m in entries
             ),
-            optional=("Tags", "License", "Context", "Gated"),
+            optional=("Tags", "Reasoning", "Tools", "License", "Context", "Gated"),
         ),
     )
 
@@ -72,10 +74,20 @@ def show_model(
         ),
         ("License", entry.license),
         ("Gated", "yes (accept the license on Hugging Face)" if entry.gated else "no"),
+        ("Tool-call format", entry.tool_call_format or "none (only forced tool calls)"),
+        ("Reasoning", _reasoning(entry.reasoning_parser)),
         ("Tags", ", ".join(entry.tags)),
         ("Description", entry.description or "—"),
     ]
     output.result(entry.model_dump(mode="json"), lambda: output.table(["Field", "Value"], rows))
+
+
+def _reasoning(parser: str | None) -> str:
+    """How a model's thinking text is marked, for `gale models show`."""
+    if parser is None:
+        return "none"
+    marks = {"qwen3": "<think>…</think>", "openai_gptoss": "harmony analysis channel"}
+    return f"{parser} ({marks[parser]})" if parser in marks else parser
 
 
 def hardware(json_out: Json = False) -> None:
