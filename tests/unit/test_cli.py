@@ -284,6 +284,20 @@ def test_tables_fit_80_columns_without_breaking_words(command: str) -> None:
     assert {"ID", "Name"} <= narrow
 
 
+def test_models_table_shows_tool_formats_and_reasoning_when_wide() -> None:
+    wide, _ = words_on_screen("models", 250)
+    assert {"Tools", "Reasoning", "llama4_pythonic", "openai_gptoss", "qwen3"} <= wide
+
+
+def test_models_show_gives_tool_format_and_reasoning(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models", "show", "gpt-oss-20b", "--json")
+    shown = json.loads(out)
+    assert code == 0
+    assert (shown["tool_call_format"], shown["reasoning_parser"]) == ("openai", "openai_gptoss")
+    code, out, _ = run(capsys, "models", "show", "smollm2-135m-instruct")
+    assert code == 0 and "forced" in out  # a word, so wrapping cannot split it
+
+
 SPEC_FLAGS = [
     *("--model", "--name", "--description", "--tag", "--trust-remote-code", "--temperature"),
     *("--max-length", "--top-p", "--top-k", "--stop", "--batch-size", "--min-replicas"),
