@@ -69,21 +69,31 @@ def build_api(engine: Engine, state: ServingState, metrics: Metrics | None = Non
             "batch_size": engine.batch_size,
         }
 
+    def card() -> dict[str, Any]:
+        return {
+            "id": state.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "gale",
+            "root": engine.model_id,
+        }
+
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         _authorize(request, state)
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": state.name,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "gale",
-                    "root": engine.model_id,
-                }
-            ],
-        }
+        return {"object": "list", "data": [card()]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(request: Request, model_id: str) -> dict[str, Any]:
+        _authorize(request, state)
+        if model_id != state.name:
+            raise APIError(
+                404,
+                f"the model '{model_id}' does not exist here; this endpoint serves '{state.name}'",
+                param="model",
+                code="model_not_found",
+            )
+        return card()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
