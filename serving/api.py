@@ -100,6 +100,9 @@ def build_api(engine: Engine, state: ServingState, metrics: Metrics | None = Non
         _authorize(request, state)
         body = parse(ChatBody, await _read_body(request))
         tokens = body.max_completion_tokens or body.max_tokens
+        tokens_param = (
+            "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens"
+        )
         tools = plan(body, tool_call_format(engine.model_id))
         schema = (
             _checked(tools.call_schema, "tools", "a function's parameters are")
@@ -129,6 +132,7 @@ def build_api(engine: Engine, state: ServingState, metrics: Metrics | None = Non
             chat=True,
             json_schema=schema,
             tools=tools,
+            tokens_param=tokens_param,
         )
 
     @app.post("/v1/completions")
@@ -205,6 +209,7 @@ def _sampling(
     context: int,
     prompt_param: str,
     json_schema: str | None,
+    tokens_param: str = "max_tokens",
 ) -> SamplingParams:
     defaults = state.parameters
     if prompt_len == 0:
@@ -212,8 +217,9 @@ def _sampling(
     if max_tokens is not None and max_tokens > defaults.max_length:
         raise APIError(
             400,
-            f"max_tokens is {max_tokens}, above this deployment's limit of {defaults.max_length}",
-            param="max_tokens",
+            f"{tokens_param} is {max_tokens}, above this deployment's limit of "
+            f"{defaults.max_length}",
+            param=tokens_param,
         )
     room = context - prompt_len
     if max_tokens is None and room >= 1:
@@ -250,6 +256,7 @@ async def _answer(
     chat: bool,
     json_schema: str | None = None,
     tools: ToolPlan | None = None,
+    tokens_param: str = "max_tokens",
 ) -> Any:
     if body.model is not None and body.model not in (state.name, engine.model_id):
         raise APIError(
@@ -259,7 +266,9 @@ async def _answer(
             code="model_not_found",
         )
     context = engine.context_length
-    params = _sampling(state, body, max_tokens, len(prompt), context, prompt_param, json_schema)
+    params = _sampling(
+        state, body, max_tokens, len(prompt), context, prompt_param, json_schema, tokens_param
+    )
     reply = Reply(state.name, chat)
     if tools is not None and tools.call_schema is not None:
         return await _call_tool(engine, prompt, params, reply, body, measure)

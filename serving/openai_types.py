@@ -342,6 +342,17 @@ class ChatBody(Body):
     verbosity: str | None = None
     web_search_options: dict[str, Any] | None = None
 
+    @field_validator("max_completion_tokens")
+    @classmethod
+    def _agrees_with_max_tokens(cls, value: int | None, info: ValidationInfo) -> int | None:
+        given = info.data.get("max_tokens")
+        if value is not None and given is not None and value != given:
+            raise ValueError(
+                f"is {value} but max_tokens is {given}; send one of them "
+                "(max_tokens is the older name of max_completion_tokens)"
+            )
+        return value
+
     @field_validator("top_logprobs")
     @classmethod
     def _needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:

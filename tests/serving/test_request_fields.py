@@ -143,6 +143,9 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     (CHAT, {"frequency_penalty": -3}, "frequency_penalty"),
     (CHAT, {"logit_bias": {"1": 101}}, "logit_bias"),
     (CHAT, {"seed": "1"}, "seed"),
+    (CHAT, {"max_tokens": 2, "max_completion_tokens": 3}, "max_completion_tokens"),
+    (CHAT, {"max_tokens": None, "max_completion_tokens": 0}, "max_completion_tokens"),
+    (CHAT, {"max_tokens": None, "max_completion_tokens": 65}, "max_completion_tokens"),
     (CHAT, {"tools": []}, "tools"),
     (CHAT, {"response_format": {"type": "xml"}}, "response_format.type"),
     (CHAT, {"response_format": {"type": "json_schema"}}, "response_format"),
@@ -235,3 +238,13 @@ async def test_the_sdk_reports_the_refused_field(
     assert reply.choices[0].text is not None
     stream = await client.completions.create(model="demo", prompt="Hi", max_tokens=2, stream=True)
     assert [chunk async for chunk in stream]
+
+
+async def test_max_completion_tokens_bounds_the_answer(client: httpx.AsyncClient) -> None:
+    request = {"messages": FRANCE, "temperature": 0}
+    newer = await client.post(CHAT, json={**request, "max_completion_tokens": 3})
+    both = await client.post(CHAT, json={**request, "max_completion_tokens": 3, "max_tokens": 3})
+    older = await client.post(CHAT, json={**request, "max_tokens": 3})
+    answers = [response.json() for response in (newer, both, older)]
+    assert all(answer["usage"]["completion_tokens"] == 3 for answer in answers), answers
+    assert len({answer["choices"][0]["message"]["content"] for answer in answers}) == 1
