@@ -242,6 +242,7 @@ def _sampling(
         max_tokens=max_tokens,
         stop=tuple([stop] if isinstance(stop, str) else stop),
         json_schema=json_schema,
+        seed=body.seed,
     )
 
 

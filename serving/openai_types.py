@@ -79,7 +79,6 @@ Unsupported = dict[str, tuple[Callable[[object], bool], str]]
 LEAVE_OUT = "leave it out"
 COMMON_UNSUPPORTED: Unsupported = {
     "n": (_one_of(1), "send n=1 (or leave it out) and one request per completion"),
-    "seed": (_unset, LEAVE_OUT),
     "presence_penalty": (_one_of(0), "leave it out or send 0"),
     "frequency_penalty": (_one_of(0), "leave it out or send 0"),
     "logit_bias": (_one_of({}), "leave it out or send {}"),
@@ -282,7 +281,7 @@ class Body(BaseModel):
     stop: str | list[str] | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    seed: Int | None = None
+    seed: Int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: Float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: Float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[str, Annotated[Int, Field(ge=-100, le=100)]] | None = None

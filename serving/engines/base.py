@@ -33,6 +33,8 @@ class SamplingParams:
     stop: Sequence[str] = field(default_factory=tuple)
     json_schema: str | None = None
     """A JSON schema (as text) the output must match, by constrained decoding."""
+    seed: int | None = None
+    """Seeds this request's own sampling: the same request and seed give the same output."""
 
     @property
     def greedy(self) -> bool:

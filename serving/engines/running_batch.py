@@ -19,7 +19,7 @@ import torch
 
 from serving.engines.base import Chunk, FinishReason, SamplingParams
 from serving.engines.grammar import RowGrammar, mask_logits
-from serving.engines.sampling import RowSampler
+from serving.engines.sampling import RowSampler, seeded_generator
 from serving.engines.text import IncrementalDecoder, StopScanner
 
 
@@ -53,6 +53,8 @@ class Row:
         self.limit = limit
         self.produced = 0
         self.grammar = RowGrammar(request.grammar) if request.grammar is not None else None
+        self.generator: torch.Generator | None = None
+        """This row's own random stream when its request has a seed (made on admission)."""
 
     def step(self, token: int, eos: frozenset[int]) -> bool:
         """Take one sampled token; send what it completes; return True when the row ends."""
@@ -129,7 +131,10 @@ class RunningBatch:
             logits_to_keep=1,
         )
         cache, logits = _cache_of(out), out.logits[:, -1, :]
-        sampler = RowSampler([row.request.params for row in rows], device)
+        for row in rows:
+            row.generator = seeded_generator(row.request.params.seed, device)
+        params = [row.request.params for row in rows]
+        sampler = RowSampler(params, device, [row.generator for row in rows])
         if not self.rows:
             self._cache, self._mask, self._last = cache, mask, positions[:, -1]
             self._logits, self._sampler = logits, sampler

@@ -347,6 +347,7 @@ class VLLMEngine(HFTokenizerEngine):
                 top_k=params.top_k,
                 max_tokens=params.max_tokens,
                 stop=list(params.stop),
+                seed=params.seed,
                 output_kind=RequestOutputKind.FINAL_ONLY if whole else RequestOutputKind.DELTA,
                 structured_outputs=None
                 if params.json_schema is None

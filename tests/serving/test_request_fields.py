@@ -44,12 +44,10 @@ REFUSED: list[tuple[str, str, Any]] = [
     (CHAT, "reasoning_effort", "low"),
     (CHAT, "verbosity", "low"),
     (CHAT, "web_search_options", {}),
-    (CHAT, "seed", 3),
     (CHAT, "n", 2),
     (CHAT, "presence_penalty", 0.5),
     (CHAT, "frequency_penalty", -1),
     (CHAT, "logit_bias", {"50256": -100}),
-    (COMPLETIONS, "seed", 0),
     (COMPLETIONS, "n", 3),
     (COMPLETIONS, "presence_penalty", 1),
     (COMPLETIONS, "frequency_penalty", 2),
@@ -143,6 +141,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     (CHAT, {"frequency_penalty": -3}, "frequency_penalty"),
     (CHAT, {"logit_bias": {"1": 101}}, "logit_bias"),
     (CHAT, {"seed": "1"}, "seed"),
+    (COMPLETIONS, {"seed": 2**63}, "seed"),
     (CHAT, {"max_tokens": 2, "max_completion_tokens": 3}, "max_completion_tokens"),
     (CHAT, {"max_tokens": None, "max_completion_tokens": 0}, "max_completion_tokens"),
     (CHAT, {"max_tokens": None, "max_completion_tokens": 65}, "max_completion_tokens"),
@@ -231,8 +230,8 @@ async def test_the_sdk_reports_the_refused_field(
     assert refused.value.param == "functions"
     assert "not supported by this deployment" in refused.value.message
     with pytest.raises(openai.BadRequestError) as refused:
-        await client.completions.create(model="demo", prompt="Hi", max_tokens=2, seed=1)
-    assert refused.value.param == "seed"
+        await client.completions.create(model="demo", prompt="Hi", max_tokens=2, best_of=2)
+    assert refused.value.param == "best_of"
     # What the SDK sends by default passes, streamed or not, chat or completions.
     reply = await client.completions.create(model="demo", prompt="Hi", max_tokens=2)
     assert reply.choices[0].text is not None

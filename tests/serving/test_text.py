@@ -121,3 +121,21 @@ def test_sampler_rows_keep_their_own_settings() -> None:
     picks = {tuple(survivors(LOGITS[:2], generator).tolist()) for _ in range(100)}
     assert {p[0] for p in picks} == {1}
     assert {p[1] for p in picks} == {1, 2}
+
+
+def test_a_seeded_row_draws_the_same_whatever_its_neighbours() -> None:
+    hot = SamplingParams(temperature=2.0, top_k=0)
+
+    def draws(seed: int, neighbours: int) -> list[int]:
+        rows = [hot] * (neighbours + 1)
+        own = torch.Generator().manual_seed(seed)
+        sampler = RowSampler(rows, "cpu", [None] * neighbours + [own])
+        return [int(sampler(LOGITS[: len(rows)])[-1]) for _ in range(40)]
+
+    assert draws(5, 0) == draws(5, 3)
+    assert draws(5, 0) != draws(6, 0)
+    # Keeping or joining rows keeps each one's own generator.
+    own = torch.Generator().manual_seed(5)
+    kept = RowSampler([hot, hot], "cpu", [None, own]).select(torch.tensor([1]))
+    joined = RowSampler.join(RowSampler([hot], "cpu"), kept)
+    assert [int(joined(LOGITS[:2])[1]) for _ in range(40)] == draws(5, 0)
