@@ -210,6 +210,7 @@ def _sampling(
     prompt_param: str,
     json_schema: str | None,
     tokens_param: str = "max_tokens",
+    vocab_size: int = 0,
 ) -> SamplingParams:
     defaults = state.parameters
     if prompt_len == 0:
@@ -243,7 +244,25 @@ def _sampling(
         stop=tuple([stop] if isinstance(stop, str) else stop),
         json_schema=json_schema,
         seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias=_logit_bias(body, vocab_size),
     )
+
+
+def _logit_bias(body: Body, vocab_size: int) -> tuple[tuple[int, float], ...]:
+    pairs = []
+    for key, bias in (body.logit_bias or {}).items():
+        token = int(key) if key.isascii() and key.isdigit() else -1
+        if not 0 <= token < vocab_size:
+            message = (
+                f"logit_bias: {key!r} is not a token id of this model; "
+                f"send token ids from 0 to {vocab_size - 1} as strings"
+            )
+            raise APIError(400, message, param="logit_bias")
+        if bias:
+            pairs.append((token, float(bias)))
+    return tuple(pairs)
 
 
 async def _answer(
@@ -268,7 +287,15 @@ async def _answer(
         )
     context = engine.context_length
     params = _sampling(
-        state, body, max_tokens, len(prompt), context, prompt_param, json_schema, tokens_param
+        state,
+        body,
+        max_tokens,
+        len(prompt),
+        context,
+        prompt_param,
+        json_schema,
+        tokens_param,
+        engine.vocab_size if body.logit_bias else 0,
     )
     reply = Reply(state.name, chat)
     if tools is not None and tools.call_schema is not None:

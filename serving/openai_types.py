@@ -79,9 +79,6 @@ Unsupported = dict[str, tuple[Callable[[object], bool], str]]
 LEAVE_OUT = "leave it out"
 COMMON_UNSUPPORTED: Unsupported = {
     "n": (_one_of(1), "send n=1 (or leave it out) and one request per completion"),
-    "presence_penalty": (_one_of(0), "leave it out or send 0"),
-    "frequency_penalty": (_one_of(0), "leave it out or send 0"),
-    "logit_bias": (_one_of({}), "leave it out or send {}"),
 }
 CHAT_UNSUPPORTED: Unsupported = {
     **COMMON_UNSUPPORTED,

@@ -16,6 +16,39 @@ def seeded_generator(seed: int | None, device: torch.device | str) -> torch.Gene
     return torch.Generator(device=device).manual_seed(seed)
 
 
+class LogitAdjuster:
+    """One row's presence and frequency penalties and logit bias, over its output so far."""
+
+    def __init__(self, params: SamplingParams, vocab: int, device: torch.device | str) -> None:
+        self.presence = params.presence_penalty
+        self.frequency = params.frequency_penalty
+        self.counts = torch.zeros(vocab, device=device)
+        # A tokenizer may know a few ids more than the model has logits for.
+        biased = [(i, b) for i, b in params.logit_bias if i < vocab]
+        self.bias_ids = torch.tensor([i for i, _ in biased], dtype=torch.long, device=device)
+        self.bias = torch.tensor([b for _, b in biased], dtype=torch.float32, device=device)
+
+    def accept(self, token: int) -> None:
+        """Count a token the row produced."""
+        if token < self.counts.shape[0]:
+            self.counts[token] += 1
+
+    def apply(self, logits: torch.Tensor) -> None:
+        """Adjust one row's logits (shape (vocab,)) in place."""
+        if self.bias.numel():
+            logits.index_add_(0, self.bias_ids, self.bias.to(logits.dtype))
+        if self.presence or self.frequency:
+            penalty = self.frequency * self.counts + self.presence * (self.counts > 0)
+            logits -= penalty.to(logits.dtype)
+
+
+def adjust_logits(logits: torch.Tensor, adjusters: Sequence[LogitAdjuster | None]) -> None:
+    """Apply each row's penalties and bias to its logits (rows of shape (rows, vocab))."""
+    for row, adjuster in enumerate(adjusters):
+        if adjuster is not None:
+            adjuster.apply(logits[row])
+
+
 class RowSampler:
     """Per-row temperature, top-k and top-p for one batch, as tensors built once."""
 

@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
+from serving.engines.base import Engine
+
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
 
 COMPLETIONS = "/v1/completions"
@@ -30,3 +32,40 @@ async def test_same_seed_same_answer_even_when_sampling(client: httpx.AsyncClien
     assert await text_of(client, {**STORY, "seed": 1}) == first
     others = [await text_of(client, {**STORY, "seed": seed}) for seed in (2, 3, 4)]
     assert any(other != first for other in others), (first, others)
+
+
+CAPITAL: dict[str, Any] = {"prompt": "The capital of France is", "max_tokens": 1, "temperature": 0}
+
+
+async def test_a_negative_logit_bias_rules_out_the_greedy_token(
+    client: httpx.AsyncClient, engine: Engine
+) -> None:
+    first = await text_of(client, CAPITAL)
+    prompt = engine.encode_text(CAPITAL["prompt"])
+    extended = engine.encode_text(CAPITAL["prompt"] + first)
+    assert extended[: len(prompt)] == prompt and len(extended) == len(prompt) + 1
+    token = extended[-1]
+    assert await text_of(client, {**CAPITAL, "logit_bias": {str(token): 0}}) == first
+    banned = await text_of(client, {**CAPITAL, "logit_bias": {str(token): -100}})
+    assert banned != first
+    # A strong positive bias makes a token the greedy choice.
+    forced = engine.encode_text(CAPITAL["prompt"] + " banana")[len(prompt)]
+    assert await text_of(client, {**CAPITAL, "logit_bias": {str(forced): 100}}) == " banana"
+
+
+ECHO: dict[str, Any] = {
+    "prompt": "Repeat after me: hello hello hello",
+    "max_tokens": 16,
+    "temperature": 0,
+}
+
+
+@pytest.mark.parametrize("penalty", ["presence_penalty", "frequency_penalty"])
+async def test_penalties_change_a_repeating_greedy_answer(
+    client: httpx.AsyncClient, penalty: str
+) -> None:
+    plain = await text_of(client, ECHO)
+    assert plain.count("hello") >= 8, plain  # the greedy answer repeats itself
+    penalised = await text_of(client, {**ECHO, penalty: 2})
+    assert penalised.count("hello") < plain.count("hello") / 2, (plain, penalised)
+    assert await text_of(client, {**ECHO, penalty: 0}) == plain
