@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from serving.engines.base import SamplingParams
-from serving.engines.sampling import RowSampler
+from serving.engines.sampling import LogitAdjuster, RowSampler, adjust_logits
 from serving.engines.text import IncrementalDecoder, StopScanner
 
 
@@ -139,3 +139,17 @@ def test_a_seeded_row_draws_the_same_whatever_its_neighbours() -> None:
     kept = RowSampler([hot, hot], "cpu", [None, own]).select(torch.tensor([1]))
     joined = RowSampler.join(RowSampler([hot], "cpu"), kept)
     assert [int(joined(LOGITS[:2])[1]) for _ in range(40)] == draws(5, 0)
+
+
+def test_penalties_follow_openai_over_the_output_so_far() -> None:
+    params = SamplingParams(presence_penalty=0.5, frequency_penalty=1.0, logit_bias=((4, -3.0),))
+    adjuster = LogitAdjuster(params, 5, "cpu")
+    for token in (1, 1, 2):
+        adjuster.accept(token)
+    logits = LOGITS[0].clone()
+    adjust_logits(logits.unsqueeze(0), [adjuster])
+    # token 1: twice (-2 - 0.5); token 2: once (-1 - 0.5); token 4: biased by -3.
+    assert logits.tolist() == pytest.approx([0.0, 0.5, 1.4, -1.0, -2.0])
+    untouched = LOGITS[:2].clone()
+    adjust_logits(untouched, [None, None])
+    assert torch.equal(untouched, LOGITS[:2])
