@@ -253,7 +253,8 @@ def _sampling(
 def _logit_bias(body: Body, vocab_size: int) -> tuple[tuple[int, float], ...]:
     pairs = []
     for key, bias in (body.logit_bias or {}).items():
-        token = int(key) if key.isascii() and key.isdigit() else -1
+        # Bounded in length: int() refuses very long digit strings, and no vocabulary is that big.
+        token = int(key) if key.isascii() and key.isdigit() and len(key) <= 12 else -1
         if not 0 <= token < vocab_size:
             message = (
                 f"logit_bias: {key!r} is not a token id of this model; "

@@ -139,6 +139,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     (CHAT, {"logit_bias": {"the": 5}}, "logit_bias"),
     (COMPLETIONS, {"logit_bias": {"-1": 5}}, "logit_bias"),
     (COMPLETIONS, {"logit_bias": {"99999999": 5}}, "logit_bias"),
+    (COMPLETIONS, {"logit_bias": {"9" * 5000: 5}}, "logit_bias"),
     (CHAT, {"seed": "1"}, "seed"),
     (COMPLETIONS, {"seed": 2**63}, "seed"),
     (CHAT, {"max_tokens": 2, "max_completion_tokens": 3}, "max_completion_tokens"),
