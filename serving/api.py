@@ -69,27 +69,40 @@ def build_api(engine: Engine, state: ServingState, metrics: Metrics | None = Non
             "batch_size": engine.batch_size,
         }
 
+    def card() -> dict[str, Any]:
+        return {
+            "id": state.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "gale",
+            "root": engine.model_id,
+        }
+
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         _authorize(request, state)
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": state.name,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "gale",
-                    "root": engine.model_id,
-                }
-            ],
-        }
+        return {"object": "list", "data": [card()]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(request: Request, model_id: str) -> dict[str, Any]:
+        _authorize(request, state)
+        if model_id != state.name:
+            raise APIError(
+                404,
+                f"the model '{model_id}' does not exist here; this endpoint serves '{state.name}'",
+                param="model",
+                code="model_not_found",
+            )
+        return card()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         _authorize(request, state)
         body = parse(ChatBody, await _read_body(request))
         tokens = body.max_completion_tokens or body.max_tokens
+        tokens_param = (
+            "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens"
+        )
         tools = plan(body, tool_call_format(engine.model_id))
         schema = (
             _checked(tools.call_schema, "tools", "a function's parameters are")
@@ -119,6 +132,7 @@ def build_api(engine: Engine, state: ServingState, metrics: Metrics | None = Non
             chat=True,
             json_schema=schema,
             tools=tools,
+            tokens_param=tokens_param,
         )
 
     @app.post("/v1/completions")
@@ -195,6 +209,8 @@ def _sampling(
     context: int,
     prompt_param: str,
     json_schema: str | None,
+    tokens_param: str = "max_tokens",
+    vocab_size: int = 0,
 ) -> SamplingParams:
     defaults = state.parameters
     if prompt_len == 0:
@@ -202,8 +218,9 @@ def _sampling(
     if max_tokens is not None and max_tokens > defaults.max_length:
         raise APIError(
             400,
-            f"max_tokens is {max_tokens}, above this deployment's limit of {defaults.max_length}",
-            param="max_tokens",
+            f"{tokens_param} is {max_tokens}, above this deployment's limit of "
+            f"{defaults.max_length}",
+            param=tokens_param,
         )
     room = context - prompt_len
     if max_tokens is None and room >= 1:
@@ -226,7 +243,27 @@ def _sampling(
         max_tokens=max_tokens,
         stop=tuple([stop] if isinstance(stop, str) else stop),
         json_schema=json_schema,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias=_logit_bias(body, vocab_size),
     )
+
+
+def _logit_bias(body: Body, vocab_size: int) -> tuple[tuple[int, float], ...]:
+    pairs = []
+    for key, bias in (body.logit_bias or {}).items():
+        # Bounded in length: int() refuses very long digit strings, and no vocabulary is that big.
+        token = int(key) if key.isascii() and key.isdigit() and len(key) <= 12 else -1
+        if not 0 <= token < vocab_size:
+            message = (
+                f"logit_bias: {key!r} is not a token id of this model; "
+                f"send token ids from 0 to {vocab_size - 1} as strings"
+            )
+            raise APIError(400, message, param="logit_bias")
+        if bias:
+            pairs.append((token, float(bias)))
+    return tuple(pairs)
 
 
 async def _answer(
@@ -240,6 +277,7 @@ async def _answer(
     chat: bool,
     json_schema: str | None = None,
     tools: ToolPlan | None = None,
+    tokens_param: str = "max_tokens",
 ) -> Any:
     if body.model is not None and body.model not in (state.name, engine.model_id):
         raise APIError(
@@ -249,7 +287,17 @@ async def _answer(
             code="model_not_found",
         )
     context = engine.context_length
-    params = _sampling(state, body, max_tokens, len(prompt), context, prompt_param, json_schema)
+    params = _sampling(
+        state,
+        body,
+        max_tokens,
+        len(prompt),
+        context,
+        prompt_param,
+        json_schema,
+        tokens_param,
+        engine.vocab_size if body.logit_bias else 0,
+    )
     reply = Reply(state.name, chat)
     if tools is not None and tools.call_schema is not None:
         return await _call_tool(engine, prompt, params, reply, body, measure)

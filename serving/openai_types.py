@@ -79,10 +79,6 @@ Unsupported = dict[str, tuple[Callable[[object], bool], str]]
 LEAVE_OUT = "leave it out"
 COMMON_UNSUPPORTED: Unsupported = {
     "n": (_one_of(1), "send n=1 (or leave it out) and one request per completion"),
-    "seed": (_unset, LEAVE_OUT),
-    "presence_penalty": (_one_of(0), "leave it out or send 0"),
-    "frequency_penalty": (_one_of(0), "leave it out or send 0"),
-    "logit_bias": (_one_of({}), "leave it out or send {}"),
 }
 CHAT_UNSUPPORTED: Unsupported = {
     **COMMON_UNSUPPORTED,
@@ -282,7 +278,7 @@ class Body(BaseModel):
     stop: str | list[str] | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    seed: Int | None = None
+    seed: Int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: Float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: Float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[str, Annotated[Int, Field(ge=-100, le=100)]] | None = None
@@ -341,6 +337,17 @@ class ChatBody(Body):
     reasoning_effort: str | None = None
     verbosity: str | None = None
     web_search_options: dict[str, Any] | None = None
+
+    @field_validator("max_completion_tokens")
+    @classmethod
+    def _agrees_with_max_tokens(cls, value: int | None, info: ValidationInfo) -> int | None:
+        given = info.data.get("max_tokens")
+        if value is not None and given is not None and value != given:
+            raise ValueError(
+                f"is {value} but max_tokens is {given}; send one of them "
+                "(max_tokens is the older name of max_completion_tokens)"
+            )
+        return value
 
     @field_validator("top_logprobs")
     @classmethod

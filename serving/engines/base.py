@@ -33,6 +33,19 @@ class SamplingParams:
     stop: Sequence[str] = field(default_factory=tuple)
     json_schema: str | None = None
     """A JSON schema (as text) the output must match, by constrained decoding."""
+    seed: int | None = None
+    """Seeds this request's own sampling: the same request and seed give the same output."""
+    presence_penalty: float = 0.0
+    """Subtracted from the logit of every token the output holds already (OpenAI's)."""
+    frequency_penalty: float = 0.0
+    """Subtracted from a token's logit once per time the output holds it (OpenAI's)."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to those tokens' logits at every step."""
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """Whether penalties or biases change this request's logits before sampling."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias)
 
     @property
     def greedy(self) -> bool:
@@ -70,6 +83,8 @@ class Engine(ABC):
     """The model reference the engine was loaded from (a spec's `model` string)."""
     context_length: int
     """Most tokens (prompt plus completion) one request may hold."""
+    vocab_size: int
+    """Token ids run from 0 to one below this (what a logit_bias may name)."""
     device: Literal["cuda", "cpu"]
     device_description: str
     """A human line, e.g. 'CPU (no GPU visible)' or 'CUDA: NVIDIA A10G x1 (bfloat16)'."""
@@ -131,6 +146,11 @@ class HFTokenizerEngine(Engine):
 
     tokenizer: Any
     _closed: bool = False
+
+    @property
+    def vocab_size(self) -> int:  # type: ignore[override]
+        """Token ids run from 0 to one below this (what a logit_bias may name)."""
+        return len(self.tokenizer)
 
     @property
     def template_knows_tools(self) -> bool:

@@ -19,7 +19,7 @@ import torch
 
 from serving.engines.base import Chunk, FinishReason, SamplingParams
 from serving.engines.grammar import RowGrammar, mask_logits
-from serving.engines.sampling import RowSampler
+from serving.engines.sampling import LogitAdjuster, RowSampler, adjust_logits, seeded_generator
 from serving.engines.text import IncrementalDecoder, StopScanner
 
 
@@ -53,10 +53,16 @@ class Row:
         self.limit = limit
         self.produced = 0
         self.grammar = RowGrammar(request.grammar) if request.grammar is not None else None
+        self.generator: torch.Generator | None = None
+        """This row's own random stream when its request has a seed (made on admission)."""
+        self.adjuster: LogitAdjuster | None = None
+        """This row's penalties and logit bias, when its request has any (made on admission)."""
 
     def step(self, token: int, eos: frozenset[int]) -> bool:
         """Take one sampled token; send what it completes; return True when the row ends."""
         self.produced += 1
+        if self.adjuster is not None:
+            self.adjuster.accept(token)
         if self.grammar is not None:
             self.grammar.accept(token)
         if token in eos:
@@ -129,7 +135,12 @@ class RunningBatch:
             logits_to_keep=1,
         )
         cache, logits = _cache_of(out), out.logits[:, -1, :]
-        sampler = RowSampler([row.request.params for row in rows], device)
+        for row in rows:
+            row.generator = seeded_generator(row.request.params.seed, device)
+            if row.request.params.adjusts_logits:
+                row.adjuster = LogitAdjuster(row.request.params, logits.shape[-1], device)
+        params = [row.request.params for row in rows]
+        sampler = RowSampler(params, device, [row.generator for row in rows])
         if not self.rows:
             self._cache, self._mask, self._last = cache, mask, positions[:, -1]
             self._logits, self._sampler = logits, sampler
@@ -149,6 +160,8 @@ class RunningBatch:
         if not self.rows:
             return
         assert self._logits is not None and self._sampler is not None
+        # Penalties and bias first: the grammar's mask then still rules out what it forbids.
+        adjust_logits(self._logits, [row.adjuster for row in self.rows])
         mask_logits(self._logits, [row.grammar for row in self.rows])
         chosen = self._sampler(self._logits)
         keep = [

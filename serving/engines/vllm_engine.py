@@ -347,6 +347,10 @@ class VLLMEngine(HFTokenizerEngine):
                 top_k=params.top_k,
                 max_tokens=params.max_tokens,
                 stop=list(params.stop),
+                seed=params.seed,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+                logit_bias=dict(params.logit_bias) or None,
                 output_kind=RequestOutputKind.FINAL_ONLY if whole else RequestOutputKind.DELTA,
                 structured_outputs=None
                 if params.json_schema is None

@@ -53,6 +53,15 @@ async def test_models_lists_the_deployment(client: httpx.AsyncClient) -> None:
     assert [m["id"] for m in response.json()["data"]] == ["demo"]
 
 
+async def test_retrieves_the_deployment_as_a_model(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/models/demo")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == "demo" and response.json()["object"] == "model"
+    missing = error_of(await client.get("/v1/models/gpt-4o"), 404)
+    assert missing["code"] == "model_not_found" and "gpt-4o" in missing["message"]
+    assert (await client.get("/v1/models/demo", headers={"Authorization": ""})).status_code == 401
+
+
 async def test_chat_answers_paris(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v1/chat/completions",

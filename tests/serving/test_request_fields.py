@@ -44,16 +44,8 @@ REFUSED: list[tuple[str, str, Any]] = [
     (CHAT, "reasoning_effort", "low"),
     (CHAT, "verbosity", "low"),
     (CHAT, "web_search_options", {}),
-    (CHAT, "seed", 3),
     (CHAT, "n", 2),
-    (CHAT, "presence_penalty", 0.5),
-    (CHAT, "frequency_penalty", -1),
-    (CHAT, "logit_bias", {"50256": -100}),
-    (COMPLETIONS, "seed", 0),
     (COMPLETIONS, "n", 3),
-    (COMPLETIONS, "presence_penalty", 1),
-    (COMPLETIONS, "frequency_penalty", 2),
-    (COMPLETIONS, "logit_bias", {"1": 5}),
     (COMPLETIONS, "logprobs", 0),
     (COMPLETIONS, "echo", True),
     (COMPLETIONS, "suffix", "end"),
@@ -142,7 +134,17 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     (CHAT, {"presence_penalty": 2.5}, "presence_penalty"),
     (CHAT, {"frequency_penalty": -3}, "frequency_penalty"),
     (CHAT, {"logit_bias": {"1": 101}}, "logit_bias"),
+    (CHAT, {"logit_bias": {"1": 1.5}}, "logit_bias"),
+    (CHAT, {"logit_bias": {"²": 1}}, "logit_bias"),
+    (CHAT, {"logit_bias": {"the": 5}}, "logit_bias"),
+    (COMPLETIONS, {"logit_bias": {"-1": 5}}, "logit_bias"),
+    (COMPLETIONS, {"logit_bias": {"99999999": 5}}, "logit_bias"),
+    (COMPLETIONS, {"logit_bias": {"9" * 5000: 5}}, "logit_bias"),
     (CHAT, {"seed": "1"}, "seed"),
+    (COMPLETIONS, {"seed": 2**63}, "seed"),
+    (CHAT, {"max_tokens": 2, "max_completion_tokens": 3}, "max_completion_tokens"),
+    (CHAT, {"max_tokens": None, "max_completion_tokens": 0}, "max_completion_tokens"),
+    (CHAT, {"max_tokens": None, "max_completion_tokens": 65}, "max_completion_tokens"),
     (CHAT, {"tools": []}, "tools"),
     (CHAT, {"response_format": {"type": "xml"}}, "response_format.type"),
     (CHAT, {"response_format": {"type": "json_schema"}}, "response_format"),
@@ -228,10 +230,20 @@ async def test_the_sdk_reports_the_refused_field(
     assert refused.value.param == "functions"
     assert "not supported by this deployment" in refused.value.message
     with pytest.raises(openai.BadRequestError) as refused:
-        await client.completions.create(model="demo", prompt="Hi", max_tokens=2, seed=1)
-    assert refused.value.param == "seed"
+        await client.completions.create(model="demo", prompt="Hi", max_tokens=2, best_of=2)
+    assert refused.value.param == "best_of"
     # What the SDK sends by default passes, streamed or not, chat or completions.
     reply = await client.completions.create(model="demo", prompt="Hi", max_tokens=2)
     assert reply.choices[0].text is not None
     stream = await client.completions.create(model="demo", prompt="Hi", max_tokens=2, stream=True)
     assert [chunk async for chunk in stream]
+
+
+async def test_max_completion_tokens_bounds_the_answer(client: httpx.AsyncClient) -> None:
+    request = {"messages": FRANCE, "temperature": 0}
+    newer = await client.post(CHAT, json={**request, "max_completion_tokens": 3})
+    both = await client.post(CHAT, json={**request, "max_completion_tokens": 3, "max_tokens": 3})
+    older = await client.post(CHAT, json={**request, "max_tokens": 3})
+    answers = [response.json() for response in (newer, both, older)]
+    assert all(answer["usage"]["completion_tokens"] == 3 for answer in answers), answers
+    assert len({answer["choices"][0]["message"]["content"] for answer in answers}) == 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from serving.engines.base import SamplingParams
-from serving.engines.sampling import RowSampler
+from serving.engines.sampling import LogitAdjuster, RowSampler, adjust_logits
 from serving.engines.text import IncrementalDecoder, StopScanner
 
 
@@ -121,3 +121,35 @@ def test_sampler_rows_keep_their_own_settings() -> None:
     picks = {tuple(survivors(LOGITS[:2], generator).tolist()) for _ in range(100)}
     assert {p[0] for p in picks} == {1}
     assert {p[1] for p in picks} == {1, 2}
+
+
+def test_a_seeded_row_draws_the_same_whatever_its_neighbours() -> None:
+    hot = SamplingParams(temperature=2.0, top_k=0)
+
+    def draws(seed: int, neighbours: int) -> list[int]:
+        rows = [hot] * (neighbours + 1)
+        own = torch.Generator().manual_seed(seed)
+        sampler = RowSampler(rows, "cpu", [None] * neighbours + [own])
+        return [int(sampler(LOGITS[: len(rows)])[-1]) for _ in range(40)]
+
+    assert draws(5, 0) == draws(5, 3)
+    assert draws(5, 0) != draws(6, 0)
+    # Keeping or joining rows keeps each one's own generator.
+    own = torch.Generator().manual_seed(5)
+    kept = RowSampler([hot, hot], "cpu", [None, own]).select(torch.tensor([1]))
+    joined = RowSampler.join(RowSampler([hot], "cpu"), kept)
+    assert [int(joined(LOGITS[:2])[1]) for _ in range(40)] == draws(5, 0)
+
+
+def test_penalties_follow_openai_over_the_output_so_far() -> None:
+    params = SamplingParams(presence_penalty=0.5, frequency_penalty=1.0, logit_bias=((4, -3.0),))
+    adjuster = LogitAdjuster(params, 5, "cpu")
+    for token in (1, 1, 2):
+        adjuster.accept(token)
+    logits = LOGITS[0].clone()
+    adjust_logits(logits.unsqueeze(0), [adjuster])
+    # token 1: twice (-2 - 0.5); token 2: once (-1 - 0.5); token 4: biased by -3.
+    assert logits.tolist() == pytest.approx([0.0, 0.5, 1.4, -1.0, -2.0])
+    untouched = LOGITS[:2].clone()
+    adjust_logits(untouched, [None, None])
+    assert torch.equal(untouched, LOGITS[:2])

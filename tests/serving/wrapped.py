@@ -14,6 +14,7 @@ class Wrapped(Engine):
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.model_id, self.context_length = inner.model_id, inner.context_length
+        self.vocab_size = inner.vocab_size
         self.device, self.device_description = inner.device, inner.device_description
 
     @property
