@@ -187,6 +187,19 @@ class ServeClient:
         rows = payload.get("data", {}).get("result", {}).get("result", [])
         return [row.get("resources_total", {}) for row in rows if row.get("state") == "ALIVE"]
 
+    def node_ids(self) -> list[str]:
+        """The ids of the alive nodes (Ray's State API)."""
+        payload = self._request("GET", NODES_PATH, params={"detail": "1"}).json()
+        rows = payload.get("data", {}).get("result", {}).get("result", [])
+        return [row["node_id"] for row in rows if row.get("state") == "ALIVE" and "node_id" in row]
+
+    def list_log_files(self, node_id: str, glob: str) -> list[str]:
+        """Files in a node's Ray log folder matching `glob` (relative paths, as `log_file` takes)."""
+        params = {"node_id": node_id, "glob": glob}
+        payload = self._request("GET", "/api/v0/logs", params=params).json()
+        groups = (payload.get("data") or {}).get("result") or {}
+        return sorted({name for names in groups.values() for name in names})
+
     # -- read, merge, write -----------------------------------------------------
 
     @contextlib.contextmanager
@@ -352,8 +365,14 @@ class ServeClient:
         *,
         since: float | None = None,
         poll_interval: float = 1.0,
+        observe: Callable[[dict[str, Any]], Progress] | None = None,
+        every_poll: bool = False,
     ) -> dict[str, Any]:
-        """Poll until `name` is RUNNING (deployed after `since`, if given); return its details."""
+        """Poll until `name` is RUNNING (deployed after `since`, if given); return its details.
+
+        `observe` turns the application's details into a Progress (by default
+        `progress_of`); `on_update` gets it when it changes, or on `every_poll`.
+        """
         deadline = time.monotonic() + timeout
         last: Progress | None = None
         while True:
@@ -369,10 +388,11 @@ class ServeClient:
                     hint=f"see the replica logs with `ray logs` or in the dashboard at "
                     f"{self.config.dashboard_url}",
                 )
-            progress = (
-                progress_of(app, self.node_resources) if app and fresh else Progress("PENDING")
-            )
-            if progress != last and on_update is not None:
+            if app and fresh:
+                progress = observe(app) if observe else progress_of(app, self.node_resources)
+            else:
+                progress = Progress("PENDING")
+            if (every_poll or progress != last) and on_update is not None:
                 on_update(progress)
             last = progress
             remaining = deadline - time.monotonic()

@@ -191,15 +191,17 @@ class Spinner:
         if not self._live:
             self.update(text)
 
-    def update(self, text: str) -> None:
-        """Show a new status line."""
-        if text == self._last:
-            return
-        self._last = text
+    def update(self, text: str, key: str | None = None) -> None:
+        """Show a new status line; without a terminal, only when `key` (default: the text)
+        differs from the last one printed."""
         if self._status is not None:
             self._status.update(text)
-        else:
-            message(text)
+            return
+        key = text if key is None else key
+        if key == self._last:
+            return
+        self._last = key
+        message(text)
 
     def __enter__(self) -> Spinner:
         if self._status is not None:

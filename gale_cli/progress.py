@@ -21,6 +21,8 @@ class Progress:
     replicas: dict[str, int] = field(default_factory=dict)
     waiting_for_hardware: str | None = None
     """'needs 4 × A10G per replica; the cluster has 0' while a replica cannot be placed."""
+    starting: tuple[Any, ...] = ()
+    """Each starting replica's phase (`gale_cli.startup.ReplicaStart`), when read."""
 
 
 def progress_of(app: dict[str, Any], node_resources: NodeResources) -> Progress:

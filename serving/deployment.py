@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 from ray.serve import Application
 
-from serving import serve_config
+from serving import serve_config, startup
 from serving.ray_metrics import RayMetrics
 from serving.replica import AppArgs, Replica
 
@@ -36,11 +36,21 @@ class GaleModel:
 
     # Serve awaits an async constructor (the ingress wrapper's own __init__ is async).
     async def __init__(self, args: AppArgs) -> None:  # type: ignore[misc]
+        # Phases go to a file beside this replica's log, which the CLI reads (serving.startup).
+        reporter = startup.begin(startup.Reporter(startup.open_beside(logger.handlers)))
         logger.info("gale: loading %s for hardware profile %s", args.model, args.hardware)
-        # Off the replica's event loop: loading takes seconds to minutes, and the
-        # actor should keep answering the controller meanwhile. Serve calls
-        # reconfigure() with the user_config before the replica takes traffic.
-        self.replica = await asyncio.to_thread(Replica.load, args)
+        reporter.report(startup.LOADING, model=args.model, hardware=args.hardware)
+        try:
+            # Off the replica's event loop: loading takes seconds to minutes, and the
+            # actor should keep answering the controller meanwhile. Serve calls
+            # reconfigure() with the user_config before the replica takes traffic.
+            self.replica = await asyncio.to_thread(Replica.load, args)
+            reporter.report(startup.WARMING_UP)
+            await self.replica.warm_up()
+        except BaseException as error:
+            logger.exception("gale: the replica failed to start while %s", reporter.failed(error))
+            raise
+        reporter.report(startup.READY, device=self.replica.engine.device_description)
         logger.info(
             "gale: %s loaded on %s (pid %d, CUDA_VISIBLE_DEVICES=%s)",
             args.model,

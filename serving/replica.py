@@ -72,6 +72,12 @@ class Replica:
         )
         return cls(args, engine)
 
+    async def warm_up(self) -> None:
+        """One short generation, so the first request pays none of the engine's first-run costs."""
+        from serving.engines.base import SamplingParams
+
+        await self.engine.generate(self.engine.encode_text("Hello"), SamplingParams(max_tokens=1))
+
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Apply a user_config in place; nothing changes if any part of it is invalid."""
         self.state.update(user_config)

@@ -86,18 +86,23 @@ def status(
     """A deployment's status and replicas (--watch follows it)."""
     from gale_cli import lifecycle
     from gale_cli.commands.waiting import describe_progress
-    from gale_cli.progress import progress_of
     from gale_cli.session import open_session
+    from gale_cli.startup import StartupReader
 
     with open_session() as session:
+        reader = StartupReader(session.client)
         while True:
             live = lifecycle.find(session.client, session.state, name)
             row = _row(live, session.config.serve_url)
             app = session.client.get_application(name) if live.deployed else None
             if app is not None:
-                row["detail"] = describe_progress(
-                    live.spec, progress_of(app, session.client.node_resources)
-                )
+                progress, failure = reader.status(name, app)
+                now = time.time()
+                row["detail"] = describe_progress(live.spec, progress, now)
+                row["starting"] = [start.to_json(now) for start in progress.starting]
+                if failure is not None:
+                    row["failure"] = failure.to_json()
+                    row["detail"] = failure.text(name)
             detail = row.get("detail", row["message"])
             output.result(row, f"{name}: {row['status']}. {detail}".rstrip(". ") + ".")
             if not watch:
@@ -109,10 +114,13 @@ def describe(name: Name, json_out: Json = False) -> None:
     """The configuration view: every parameter, hardware, endpoint, keys and revision history."""
     from gale_cli import lifecycle
     from gale_cli.session import open_session
+    from gale_cli.startup import StartupReader
 
     with open_session() as session:
         live = lifecycle.find(session.client, session.state, name)
         revisions = session.state.revisions(name)
+        app = session.client.get_application(name) if live.deployed else None
+        last_start = StartupReader(session.client).last_start(app) if app else None
         info = {
             **_row(live, session.config.serve_url),
             "spec": live.spec.model_dump(mode="json"),
@@ -124,6 +132,7 @@ def describe(name: Name, json_out: Json = False) -> None:
                 {"revision": r.revision, "action": r.action, "created_at": r.created_at}
                 for r in revisions
             ],
+            "last_start": last_start,
         }
     output.result(info, lambda: _show_description(live, info))
 
@@ -138,6 +147,16 @@ def _show_description(live: lifecycle.Live, info: dict[str, Any]) -> None:
             ("Replicas running", live.replicas_running),
         ],
     )
+    if info.get("last_start"):
+        start = info["last_start"]
+        output.table(
+            ["Phase", "Seconds"],
+            [
+                *((p["phase"], f"{p['seconds']:.1f}") for p in start["phases"]),
+                ("total", f"{start['total_s']:.1f}"),
+            ],
+            title=f"Last start (replica {start['replica_id'][:8]}, {_age(start['finished_at'])} ago)",
+        )
     output.table(
         ["Key id", "Name", "Prefix", "Created"],
         (
