@@ -227,6 +227,20 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                     value["failed"] == 0,
                 )
             )
+    overhead = _get(results, "metrics_overhead")
+    if overhead:
+        on = overhead["metrics_on"]["tokens_per_s"]
+        off = overhead["metrics_off"]["tokens_per_s"]
+        rows.append(
+            _row(
+                f"tokens/s at concurrency {overhead['concurrency']}, metrics on vs off",
+                on,
+                off,
+                "tok/s",
+                "≥ 0.97 of off",
+                None if not off else on >= 0.97 * off,
+            )
+        )
     killed = _get(results, "replica_killed")
     if killed:
         rows.append(
@@ -278,6 +292,15 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], png: str | Non
         )
     if png:
         lines += ["", f"![throughput and latency against concurrency]({png})"]
+    if _get(results, "timeline"):
+        lines += [
+            "",
+            "A load stepping from 1 to 16 clients, over time: tokens/s and time to first "
+            "token as the clients saw them, and the queue and batch occupancy as gale's "
+            "replica metrics reported them (`gale top`):",
+            "",
+            "![tokens/s, latency, queue and occupancy over time](observability.png)",
+        ]
     if results["errors"]:
         lines += ["", "## Sections that failed", ""]
         lines += [f"- `{name}`: {error}" for name, error in results["errors"].items()]

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import cli_timing, reactions
+from bench import cli_timing, observability, reactions
 from bench.load import MAX_TOKENS, Target
 from bench.report import machine
 from bench.serving import bench_spec, load_inprocess, measure_cell, set_batch_size
@@ -137,6 +137,11 @@ def run(quick: bool = False, engine: str = "auto") -> dict[str, Any]:
             "cli", lambda: cli_timing.measure(client.config.dashboard_url, token, 3 if quick else 7)
         )
         suite.section("throughput", lambda: _throughput(client, target, quick, engine))
+        suite.section("timeline", lambda: _timeline(client, target, quick))
+        suite.section(
+            "metrics_overhead",
+            lambda: observability.metrics_overhead(client, target, quick=quick),
+        )
         suite.section("in_place_changes", lambda: reactions.in_place_changes(client, target))
         suite.section(
             "rolling_redeploy_1", lambda: reactions.rolling_redeploy(client, target, 1, 8)
@@ -154,6 +159,15 @@ def run(quick: bool = False, engine: str = "auto") -> dict[str, Any]:
     suite.results["machine_after"] = machine()
     suite.results["duration_s"] = round(time.monotonic() - started, 1)
     return suite.results
+
+
+def _timeline(client: Any, target: Target, quick: bool) -> dict[str, Any]:
+    """The load-over-time section; its picture goes beside the docs (docs/observability.png)."""
+    from bench.report import DOCS
+
+    result = observability.timeline(client, target, quick=quick)
+    observability.plot(result, DOCS / "observability.png")
+    return result
 
 
 def _throughput(client: Any, target: Target, quick: bool, engine_name: str) -> dict[str, Any]:

@@ -167,7 +167,8 @@ class StartupReader:
         # Not seen starting (another command deployed it): find the files on the nodes.
         stem = f"replica_{name}_{serve_config.DEPLOYMENT_NAME}_"
         for node in self.client.node_ids():
-            for path in self.client.list_log_files(node, f"*{stem}*{SUFFIX}"):
+            # The dashboard globs with pathlib: `*` stays within the folder.
+            for path in self.client.list_log_files(node, f"serve/{stem}*{SUFFIX}"):
                 replica_id = path.rsplit("/", 1)[-1].removeprefix(stem).removesuffix(SUFFIX)
                 yield replica_id, node, path
 

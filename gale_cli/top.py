@@ -115,10 +115,13 @@ def summarize(before: Reading, after: Reading, name: str | None = None) -> list[
             buckets[deployment, sample.name.removesuffix("_bucket")][bound] += sample.value
         else:
             sums[deployment, sample.name] += sample.value
+    gauges: dict[tuple[str, str], list[float]] = defaultdict(list)
     for sample in after.samples:
         deployment = sample.labels.get(metrics.DEPLOYMENT, "")
         if sample.name == metrics.RUNNING:
             sums[deployment, "running"] += sample.value
+        elif sample.name in (metrics.QUEUED, metrics.OCCUPANCY, metrics.CACHE_USAGE):
+            gauges[deployment, sample.name].append(sample.value)  # one per replica
         elif sample.name.endswith("_bucket"):
             bound = float(sample.labels.get("le", "inf"))
             totals[deployment, sample.name.removesuffix("_bucket")][bound] += sample.value
@@ -131,6 +134,10 @@ def summarize(before: Reading, after: Reading, name: str | None = None) -> list[
         )
         return {"p50": quantile(0.5, chosen.items()), "p95": quantile(0.95, chosen.items())}
 
+    def mean(deployment: str, metric: str) -> float | None:
+        values = gauges.get((deployment, metric))
+        return sum(values) / len(values) if values else None
+
     rows = []
     for app_name, app in sorted(after.applications.items()):
         if not _is_gale(app) or (name is not None and app_name != name):
@@ -142,6 +149,9 @@ def summarize(before: Reading, after: Reading, name: str | None = None) -> list[
                 "status": app.get("status", "UNKNOWN"),
                 "replicas": _replicas(app),
                 "requests_running": int(sums[app_name, "running"]),
+                "requests_queued": int(sum(gauges.get((app_name, metrics.QUEUED), []))),
+                "batch_occupancy": mean(app_name, metrics.OCCUPANCY),
+                "cache_usage": mean(app_name, metrics.CACHE_USAGE),
                 "requests_per_s": requests / seconds,
                 "prompt_tokens_per_s": sums[app_name, metrics.PROMPT_TOKENS] / seconds,
                 "completion_tokens_per_s": sums[app_name, metrics.COMPLETION_TOKENS] / seconds,

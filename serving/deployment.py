@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 from ray.serve import Application
 
-from serving import serve_config, startup
-from serving.ray_metrics import RayMetrics
+from serving import metrics, serve_config, startup
+from serving.activity import sample_activity
+from serving.metrics import NoMetrics
+from serving.ray_metrics import RayEngineGauges, RayMetrics
 from serving.replica import AppArgs, Replica
 
 if TYPE_CHECKING:
@@ -51,6 +53,13 @@ class GaleModel:
             logger.exception("gale: the replica failed to start while %s", reporter.failed(error))
             raise
         reporter.report(startup.READY, device=self.replica.engine.device_description)
+        self._sampler = None
+        if metrics.enabled():
+            self._sampler = asyncio.get_running_loop().create_task(
+                sample_activity(
+                    self.replica.engine, lambda: self.replica.state.name, RayEngineGauges()
+                )
+            )
         logger.info(
             "gale: %s loaded on %s (pid %d, CUDA_VISIBLE_DEVICES=%s)",
             args.model,
@@ -61,7 +70,7 @@ class GaleModel:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The OpenAI-compatible app over this replica's engine and state."""
-        return self.replica.api(RayMetrics())
+        return self.replica.api(RayMetrics() if metrics.enabled() else NoMetrics())
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply the deployment's user_config in place: keys, defaults, batch size."""
@@ -73,6 +82,9 @@ class GaleModel:
         )
 
     async def __del__(self) -> None:
+        sampler = getattr(self, "_sampler", None)
+        if sampler is not None:
+            sampler.cancel()
         replica = getattr(self, "replica", None)
         if replica is not None:
             await replica.engine.close()

@@ -10,7 +10,9 @@ named no valid key).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,12 +24,23 @@ TIME_TO_FIRST_TOKEN = "gale_time_to_first_token_seconds"
 TIME_PER_OUTPUT_TOKEN = "gale_time_per_output_token_seconds"
 REQUEST_DURATION = "gale_request_duration_seconds"
 RUNNING = "gale_requests_running"
+QUEUED = "gale_requests_queued"
+OCCUPANCY = "gale_batch_occupancy"
+CACHE_USAGE = "gale_engine_cache_usage"
 DEPLOYMENT, KEY, STATUS = "deployment", "key_id", "status"
 NO_KEY = "none"
 # Seconds; small models on CPU answer the first token in tens of ms, large ones in seconds.
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# In a replica's environment (e.g. the app's runtime_env), "off" records no metrics at all.
+ENABLED_ENV = "GALE_METRICS"
+
+
+def enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this replica records metrics (unless GALE_METRICS is off, 0 or false)."""
+    value = (os.environ if environ is None else environ).get(ENABLED_ENV, "on")
+    return value.strip().lower() not in ("off", "0", "false", "no")
 
 
 class Metrics(Protocol):

@@ -13,6 +13,7 @@ from collections import Counter as Tally
 from ray.util.metrics import Counter, Gauge, Histogram
 
 from serving import metrics as names
+from serving.engines.base import Activity
 
 _LABELS = (names.DEPLOYMENT, names.KEY)
 
@@ -81,3 +82,29 @@ class RayMetrics:
     def per_output_token(self, deployment: str, key_id: str, seconds: float) -> None:
         """Observe a time per output token."""
         self._tpot.observe(seconds, {names.DEPLOYMENT: deployment, names.KEY: key_id})
+
+
+class RayEngineGauges:
+    """The engine's activity (`serving.activity`) as Ray gauges, labelled by deployment."""
+
+    def __init__(self) -> None:
+        labels = (names.DEPLOYMENT,)
+        self._queued = Gauge(
+            names.QUEUED, "Requests waiting for a batch slot in this replica.", tag_keys=labels
+        )
+        self._occupancy = Gauge(
+            names.OCCUPANCY, "Rows in the running batch over the batch size.", tag_keys=labels
+        )
+        self._cache = Gauge(
+            names.CACHE_USAGE,
+            "Fraction of the engine's KV cache in use (engines that report it).",
+            tag_keys=labels,
+        )
+
+    def engine_activity(self, deployment: str, activity: Activity) -> None:
+        """Set the gauges to the engine's activity now."""
+        labels = {names.DEPLOYMENT: deployment}
+        self._queued.set(activity.queued, labels)
+        self._occupancy.set(activity.occupancy, labels)
+        if activity.cache_usage is not None:
+            self._cache.set(activity.cache_usage, labels)

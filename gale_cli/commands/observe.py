@@ -17,7 +17,7 @@ Interval = Annotated[
     typer.Option("--interval", "-n", help="Seconds between reads (rates are over this interval)."),
 ]
 # Left out, first to last, while the table would not fit the terminal.
-OPTIONAL = ("Min-max", "TPOT p50/p95", "Running", "Status", "Err/s")
+OPTIONAL = ("Min-max", "Cache", "TPOT p50/p95", "Batch", "Running", "Status", "Err/s")
 
 
 def top(
@@ -91,8 +91,13 @@ def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
 
 
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
 def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    columns = ["Name", "Status", "Replicas", "Min-max", "Running", "Req/s", "Tok/s"]
+    columns = ["Name", "Status", "Replicas", "Min-max", "Running", "Queued", "Batch", "Cache"]
+    columns += ["Req/s", "Tok/s"]
     columns += ["TTFT p50/p95", "TPOT p50/p95", "Err/s"]
     cells = []
     for r in rows:
@@ -105,6 +110,9 @@ def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
                 f"{replicas['running']}/{replicas['target']}",
                 f"{replicas['min']}-{replicas['max']}",
                 r["requests_running"],
+                r["requests_queued"],
+                _percent(r["batch_occupancy"]),
+                _percent(r["cache_usage"]),
                 f"{r['requests_per_s']:.2f}",
                 f"{r['completion_tokens_per_s']:.1f}",
                 f"{_seconds(ttft['p50'])}/{_seconds(ttft['p95'])}",

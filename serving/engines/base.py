@@ -76,6 +76,24 @@ class Completion:
     completion_tokens: int
 
 
+@dataclass(frozen=True)
+class Activity:
+    """What an engine is doing at one moment, for the replica's gauges."""
+
+    queued: int
+    """Requests waiting for a batch slot."""
+    running: int
+    """Rows in the running batch."""
+    batch_size: int
+    cache_usage: float | None = None
+    """Fraction of the KV cache in use, where the engine reports it (vLLM)."""
+
+    @property
+    def occupancy(self) -> float:
+        """Rows running over the batch size."""
+        return self.running / self.batch_size if self.batch_size else 0.0
+
+
 class Engine(ABC):
     """A loaded model that tokenizes and streams completions for concurrent requests."""
 
@@ -102,6 +120,10 @@ class Engine(ABC):
     def template_knows_tools(self) -> bool:
         """Whether the model's chat template renders tools, tool calls and tool results."""
         return False
+
+    def activity(self) -> Activity | None:
+        """Queued and running requests and cache use now (cheap, any thread); None if unknown."""
+        return None
 
     @abstractmethod
     def encode_chat(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from serving.engines.base import Chunk, HFTokenizerEngine, SamplingParams
+from serving.engines.base import Activity, Chunk, HFTokenizerEngine, SamplingParams
 from serving.engines.errors import EngineError, ModelLoadError
 from serving.engines.grammar import GrammarCompiler
 from serving.engines.running_batch import Request, Row, RunningBatch
@@ -68,6 +68,7 @@ class TransformersEngine(HFTokenizerEngine):
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._running = 0  # rows in the running batch, written by the worker thread
         self.admissions: Counter[int] = Counter()
         """How many prefills admitted each number of requests (into an idle or running batch)."""
         self.step_rows: Counter[int] = Counter()
@@ -127,6 +128,11 @@ class TransformersEngine(HFTokenizerEngine):
     def batch_size(self) -> int:
         """Most requests generated together."""
         return self._batch_size
+
+    def activity(self) -> Activity:
+        """Requests waiting for a slot and rows decoding now (no cache figure: the cache
+        grows with the batch)."""
+        return Activity(len(self._waiting), self._running, self._batch_size)
 
     def set_batch_size(self, size: int) -> None:
         """Change the batch size; the next batch formed uses it."""
@@ -221,10 +227,12 @@ class TransformersEngine(HFTokenizerEngine):
                         batch.admit(rows)
             if self._closed:
                 break
+            self._running = len(batch)
             if batch:
                 self.step_rows[len(batch)] += 1
                 with self._failing_together(batch):
                     batch.step()
+            self._running = len(batch)
         closed = EngineError("the engine is closed")
         for row in batch.rows:
             row.request.deliver(closed)

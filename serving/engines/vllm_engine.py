@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from serving.engines.base import (
+    Activity,
     Chunk,
     Completion,
     FinishReason,
@@ -37,6 +38,7 @@ from serving.engines.errors import EngineError, ModelLoadError
 
 if TYPE_CHECKING:
     from serving.catalog import HardwareProfile
+    from serving.engines.vllm_stats import LatestStats
     from serving.model_source import ModelSource
 
 from serving.engines.vllm_settings import (
@@ -150,6 +152,7 @@ class VLLMEngine(HFTokenizerEngine):
         self._batch_size = settings.max_num_seqs
         self._slots = _Slots(settings.max_num_seqs)
         self._closed = False
+        self.stats: LatestStats | None = None
 
     @classmethod
     def load(
@@ -220,11 +223,14 @@ class VLLMEngine(HFTokenizerEngine):
             options["kv_cache_memory_bytes"] = int(settings.kv_cache_gb * GIB)
         args = AsyncEngineArgs(**options)
         logger.info("gale: starting vLLM on %s with %s", folder, settings)
+        from serving.engines.vllm_stats import LatestStats
+
+        stats = LatestStats()  # vLLM's own stat loggers stay off; this one keeps the latest
         loop = _LoopThread()
         try:
             # The engine-core subprocess inherits these while it is started.
             with cpu_thread_env(settings):
-                llm = loop.call(_start(AsyncLLM, args))
+                llm = loop.call(_start(AsyncLLM, args, [stats.logger_factory()]))
             tokenizer = AutoTokenizer.from_pretrained(folder, revision=revision)
         except Exception as error:
             loop.stop()
@@ -239,6 +245,7 @@ class VLLMEngine(HFTokenizerEngine):
             device_description=description,
             settings=settings,
         )
+        engine.stats = stats
         # Something in vLLM's start keeps this frame alive; without this local, close()
         # drops the last reference and AsyncLLM is collected then, not at interpreter exit.
         del llm
@@ -248,6 +255,20 @@ class VLLMEngine(HFTokenizerEngine):
     def batch_size(self) -> int:
         """Most requests generated together: the admission limit, at most max_num_seqs."""
         return min(self._batch_size, self.settings.max_num_seqs)
+
+    def activity(self) -> Activity:
+        """Requests waiting (for gale's admission or in vLLM's queue), running, and vLLM's
+        KV-cache use, from its latest scheduler stats."""
+        waiting_here = len(self._slots._waiting)
+        latest = self.stats.scheduler if self.stats is not None else None
+        if latest is None:
+            return Activity(waiting_here, self._slots.held, self.batch_size)
+        return Activity(
+            waiting_here + int(latest.num_waiting_reqs),
+            int(latest.num_running_reqs),
+            self.batch_size,
+            float(latest.kv_cache_usage),
+        )
 
     @property
     def admitted(self) -> int:
@@ -381,9 +402,9 @@ class VLLMEngine(HFTokenizerEngine):
                 await _quietly(self.llm.abort(request_id))
 
 
-async def _start(factory: Any, args: Any) -> Any:
+async def _start(factory: Any, args: Any, stat_loggers: list[Any]) -> Any:
     # Created on the engine's loop, so vLLM's output task starts there at once.
-    return factory.from_engine_args(args)
+    return factory.from_engine_args(args, stat_loggers=stat_loggers)
 
 
 async def _quietly(coroutine: Coroutine[Any, Any, Any]) -> None:

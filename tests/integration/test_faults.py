@@ -59,6 +59,16 @@ def test_two_deploys_at_once_both_end_deployed(
         assert process.returncode == 0, stderr
         results[name] = json.loads(stdout)
         assert results[name]["status"] == "Deployed"
+        # The progress display named the replica's phase while it loaded the model.
+        assert "1 starting — replica " in stderr and ": loading" in stderr, stderr
+    # After the fact, describe tells how long that start took, phase by phase.
+    described = gale("describe", names[0], "--json")
+    assert described.returncode == 0, described.stderr
+    last = json.loads(described.stdout)["last_start"]
+    phases = [row["phase"] for row in last["phases"]]
+    assert phases[-2:] == ["loading", "warming up"], last
+    assert next(r["seconds"] for r in last["phases"] if r["phase"] == "loading") > 0
+    assert last["total_s"] >= sum(row["seconds"] for row in last["phases"]) - 0.5
     rows = listed()
     assert {name: rows[name]["status"] for name in names} == dict.fromkeys(names, "Deployed")
     a, b = (results[name] for name in names)

@@ -137,3 +137,32 @@ def test_gale_top_names_a_missing_deployment(bundled_model: Deployed) -> None:
     result = gale("top", "no-such-model", "--json", "--interval", "0.2")
     assert result.returncode == 2
     assert "no-such-model" in result.stderr
+
+
+def test_engine_activity_gauges_are_exported_and_shown_by_top(bundled_model: Deployed) -> None:
+    name = bundled_model.name
+    with MetricsReader(bundled_model.client.config) as reader:
+
+        def exported() -> list[Sample] | None:
+            samples = [s for s in reader.samples() if s.labels.get(metrics.DEPLOYMENT) == name]
+            found = {s.name for s in samples}
+            return samples if {metrics.QUEUED, metrics.OCCUPANCY} <= found else None
+
+        samples = eventually(exported, EXPORT_TIMEOUT_S, "the activity gauges exported", 1.0)
+        texts = reader.texts()
+    families = {f.name for text in texts for f in text_string_to_metric_families(text)}
+    assert {"ray_gale_requests_queued", "ray_gale_batch_occupancy"} <= families
+    for sample in samples:
+        if sample.name == metrics.OCCUPANCY:
+            assert 0 <= sample.value <= 1
+        if sample.name == metrics.QUEUED:
+            assert sample.value >= 0
+    # The transformers engine reports no KV-cache figure (vLLM does).
+    assert metrics.CACHE_USAGE not in {s.name for s in samples}
+
+    result = gale("top", name, "--json", "--interval", "0.5")
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert row["requests_queued"] >= 0
+    assert row["batch_occupancy"] is not None and 0 <= row["batch_occupancy"] <= 1
+    assert row["cache_usage"] is None

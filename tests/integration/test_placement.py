@@ -75,3 +75,7 @@ def test_a_profile_the_cluster_lacks_times_out_saying_what_is_missing(
     status = json.loads(shown.stdout)
     assert status["status"] == "Deploying"
     assert "needs 1 × H100" in status["detail"]
+    [replica] = status["starting"]
+    assert replica["phase"] == "waiting for hardware"
+    assert "needs 1 × H100" in replica["missing"]
+    assert replica["seconds"] >= 0

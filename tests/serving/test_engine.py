@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from serving.engines.base import Chunk, Engine, SamplingParams
+from serving.engines.base import Activity, Chunk, Engine, SamplingParams
 from serving.engines.transformers_engine import TransformersEngine
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
@@ -159,3 +159,29 @@ async def test_context_overflow_refused(engine: Engine) -> None:
     with pytest.raises(ValueError, match="exceeds"):
         async for _ in engine.stream([1] * 10, SamplingParams(max_tokens=engine.context_length)):
             pass
+
+
+async def test_activity_shows_rows_running_and_requests_queued(engine: Engine) -> None:
+    """What the replica's gauges read: more requests than the batch holds queue for a slot."""
+    size = engine.batch_size
+    prompt = chat(engine, QUESTIONS[3])
+    tasks = [
+        asyncio.create_task(engine.generate(prompt, SamplingParams(max_tokens=24)))
+        for _ in range(size + 2)
+    ]
+    busiest = None
+    while not all(task.done() for task in tasks):
+        now = engine.activity()
+        assert now is not None and now.batch_size == size
+        if now.running and now.queued and busiest is None:
+            busiest = now
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert busiest is not None, "never saw a full batch with requests waiting"
+    assert 0 < busiest.occupancy <= 1
+    after = engine.activity()
+    if isinstance(engine, TransformersEngine):
+        assert after == Activity(0, 0, size)
+    else:
+        # vLLM's scheduler stats carry its KV-cache use.
+        assert after is not None and after.cache_usage is not None

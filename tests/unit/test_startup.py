@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import logging
@@ -179,8 +180,14 @@ class Dashboard:
             lines = self.files[name].splitlines()[-int(query["lines"]) :]
             return httpx.Response(200, text="\n".join(lines) + "\n")
         if path == "/api/v0/logs":
-            stem = query["glob"].strip("*").split("*")[0]
-            found = [name for name in self.files if stem in name and name.endswith(".jsonl")]
+            # pathlib's glob, as Ray's log agent lists files: `*` stays within a folder.
+            pattern = query["glob"].split("/")
+            found = [
+                name
+                for name in self.files
+                if len(name.split("/")) == len(pattern)
+                and all(map(fnmatch.fnmatch, name.split("/"), pattern))
+            ]
             return httpx.Response(200, json={"data": {"result": {"internal": found}}})
         if path == "/api/v0/nodes":
             row = {"node_id": "n1", "state": "ALIVE", "resources_total": {"CPU": 8.0}}

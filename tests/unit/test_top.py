@@ -84,6 +84,10 @@ def test_summary_rates_and_latency_over_the_interval() -> None:
             sample("gale_completion_tokens", 160),
             sample("gale_requests_running", 3, WorkerId="a"),
             sample("gale_requests_running", 1, WorkerId="b"),
+            sample("gale_requests_queued", 5, WorkerId="a"),
+            sample("gale_requests_queued", 2, WorkerId="b"),
+            sample("gale_batch_occupancy", 1.0, WorkerId="a"),
+            sample("gale_batch_occupancy", 0.5, WorkerId="b"),
             sample("gale_time_to_first_token_seconds_bucket", 3, le="0.1"),
             sample("gale_time_to_first_token_seconds_bucket", 5, le="0.2"),
             sample("gale_time_to_first_token_seconds_bucket", 5, le="+Inf"),
@@ -97,6 +101,10 @@ def test_summary_rates_and_latency_over_the_interval() -> None:
     assert row["refused_per_s"] == pytest.approx(0.5)
     assert row["completion_tokens_per_s"] == pytest.approx(30.0)
     assert row["requests_running"] == 4
+    # Queues add up over the replicas; occupancy is their mean; no engine reported a cache.
+    assert row["requests_queued"] == 7
+    assert row["batch_occupancy"] == pytest.approx(0.75)
+    assert row["cache_usage"] is None
     # Only the interval's two observations, both between 0.1 and 0.2.
     assert row["time_to_first_token_s"]["p50"] == pytest.approx(0.15)
     assert row["time_per_output_token_s"] == {"p50": None, "p95": None}
