@@ -75,6 +75,8 @@ def metrics_overhead(
     def measure() -> Run:
         return asyncio.run(_rounds(target, concurrency, per_worker, rounds))
 
+    # On, off, on: the two "on" runs bracket the "off" one, so a drift in the machine's
+    # load shows as a spread between them (reported) rather than as an overhead.
     first_on = measure()
     restart_off = set_metrics(client, target.model, on=False)
     off = measure()
@@ -88,6 +90,7 @@ def metrics_overhead(
         "metrics_on": on.summary(),
         "metrics_off": off.summary(),
         "on_over_off": round(ratio, 3) if ratio is not None else None,
+        "on_runs_tokens_per_s": [round(first_on.tokens_per_s, 2), round(second_on.tokens_per_s, 2)],
         "restart_s": [round(restart_off, 1), round(restart_on, 1)],
     }
 
@@ -118,11 +121,15 @@ def timeline(client: ServeClient, target: Target, *, quick: bool) -> dict[str, A
                     )
                 before = after
 
+    step_starts: list[float] = []
+
     async def load() -> list[Result]:
         results: list[Result] = []
         async with http_client(max(STEPS)) as http:
             send = endpoint_sender(http, target, MAX_TOKENS, stream=True)
             for concurrency in STEPS:
+                # A step ends when its last request does: it may run past step_s.
+                step_starts.append(round(time.perf_counter() - started, 1))
                 run = await closed_loop(send, concurrency, duration=step_s)
                 results.extend(run.results)
         return results
@@ -137,6 +144,7 @@ def timeline(client: ServeClient, target: Target, *, quick: bool) -> dict[str, A
     return {
         "steps": list(STEPS),
         "step_s": step_s,
+        "step_starts_s": step_starts,
         "seconds": per_second(results, started),
         "gauges": gauges,
     }
@@ -175,7 +183,13 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     ts = [row["t"] for row in seconds]
-    axes[0].plot(ts, [row["tokens_per_s"] for row in seconds], label="tokens/s (streamed)")
+    tokens = [row["tokens_per_s"] for row in seconds]
+    smooth = [
+        sum(tokens[max(0, i - 4) : i + 1]) / len(tokens[max(0, i - 4) : i + 1])
+        for i in range(len(tokens))
+    ]
+    axes[0].plot(ts, tokens, alpha=0.3, label="tokens/s, each second")
+    axes[0].plot(ts, smooth, label="tokens/s, 5 s mean")
     axes[0].set_ylabel("tokens/s")
     with_ttft = [row for row in seconds if row["ttft_ms_p50"] is not None]
     axes[1].plot(
@@ -199,12 +213,12 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     twin.set_ylabel("occupancy")
     axes[2].set_ylabel("requests queued")
     axes[2].set_xlabel("seconds")
-    step_s = result["step_s"]
+    starts = result["step_starts_s"]
     for ax in axes:
-        for index, concurrency in enumerate(result["steps"]):
-            ax.axvline(index * step_s, color="grey", alpha=0.3)
+        for begun, concurrency in zip(starts, result["steps"], strict=True):
+            ax.axvline(begun, color="grey", alpha=0.3)
             if ax is axes[0]:
-                ax.text(index * step_s + 0.3, 0, f"{concurrency} clients", fontsize=8)
+                ax.text(begun + 0.3, 0, f"{concurrency} clients", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left")
     twin.legend(loc="upper right")
