@@ -80,3 +80,24 @@ def test_tool_call_example_runs_a_tool_loop(bundled_model: Deployed) -> None:
     assert set(arguments) == {"city", "unit"} and arguments["unit"] in ("celsius", "fahrenheit")
     assert json.loads(lines["result"])["temperature"] in (21, 70)
     assert "answer" in lines
+
+
+def test_startup_report_example_prints_the_last_start(bundled_model: Deployed) -> None:
+    def report(*budget: str) -> subprocess.CompletedProcess[str]:
+        gale_bin = str(Path(sys.executable).parent)
+        return subprocess.run(
+            [sys.executable, str(EXAMPLES / "startup_report.py"), bundled_model.name, *budget],
+            env={**os.environ, "PATH": gale_bin + os.pathsep + os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = report("--budget", "86400")
+    assert done.returncode == 0, done.stdout + done.stderr
+    phases = [line.split()[0] for line in done.stdout.splitlines()]
+    assert "loading" in phases and phases[-1] == "total"
+    # A budget no start can meet fails the job, saying by how much.
+    over = report("--budget", "0.001")
+    assert over.returncode == 1
+    assert "over the budget of 0.001 s" in over.stdout
