@@ -158,13 +158,13 @@ class StartupReader:
         starts = self.starting(app, progress.waiting_for_hardware)
         return replace(progress, starting=tuple(starts))
 
-    def _phase_files(self, name: str) -> Iterable[tuple[str, str, str]]:
-        """(replica id, node, phase file) for every start this application left a file of."""
+    def _seen_files(self) -> Iterable[tuple[str, str, str]]:
+        """(replica id, node, phase file) of every replica this reader saw starting."""
         for replica_id, (node, log_file) in self._seen.items():
             yield replica_id, node, phase_file(log_file).lstrip("/")
-        if self._seen:
-            return
-        # Not seen starting (another command deployed it): find the files on the nodes.
+
+    def _listed_files(self, name: str) -> Iterable[tuple[str, str, str]]:
+        """(replica id, node, phase file) of every start of `name` the nodes keep a file of."""
         stem = f"replica_{name}_{serve_config.DEPLOYMENT_NAME}_"
         for node in self.client.node_ids():
             # The dashboard globs with pathlib: `*` stays within the folder.
@@ -172,17 +172,29 @@ class StartupReader:
                 replica_id = path.rsplit("/", 1)[-1].removeprefix(stem).removesuffix(SUFFIX)
                 yield replica_id, node, path
 
-    def failure(self, name: str) -> Failure | None:
-        """The latest failed start of `name`: its phase, error and the replica's last lines."""
+    def failure(self, name: str, since: float | None = None) -> Failure | None:
+        """The latest failed start of `name` (after `since`): its phase, error and the
+        replica's last lines.
+
+        From the replicas seen starting; when none of them failed (or none was seen:
+        another command deployed it), from the files the nodes keep.
+        """
+        return self._failure(self._seen_files(), since) or self._failure(
+            self._listed_files(name), since
+        )
+
+    def _failure(
+        self, files: Iterable[tuple[str, str, str]], since: float | None
+    ) -> Failure | None:
         latest: tuple[float, str, str, str, Event] | None = None
-        for replica_id, node, path in self._phase_files(name):
+        for replica_id, node, path in files:
             try:
                 events = parse(self.client.log_file(node, path, 1000))
             except (ClusterUnreachable, AuthError):
                 raise
             except ClusterError:
                 continue
-            failed = [event for event in events if event.phase == FAILED]
+            failed = [e for e in events if e.phase == FAILED and e.at >= (since or 0)]
             if failed and (latest is None or failed[-1].at > latest[0]):
                 latest = (failed[-1].at, replica_id, node, path, failed[-1])
         if latest is None:
@@ -241,5 +253,8 @@ class StartupReader:
         """What `gale status` shows: the progress with each starting replica's phase, and
         why the start failed when it did."""
         progress = self.progress(app)
-        failure = self.failure(name) if app.get("status") == "DEPLOY_FAILED" else None
+        failure = None
+        if app.get("status") == "DEPLOY_FAILED":
+            # Only this revision's failures, not an earlier deployment's of the same name.
+            failure = self.failure(name, app.get("last_deployed_time_s"))
         return progress, failure

@@ -67,7 +67,7 @@ def wait_until_deployed(
                 every_poll=True,
             )
     except DeployFailed as failed:
-        failure = reader.failure(spec.name)
+        failure = reader.failure(spec.name, since)
         if failure is None:
             raise
         raise DeployFailed(

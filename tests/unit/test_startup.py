@@ -235,7 +235,10 @@ def test_a_failed_start_names_its_phase_error_and_the_replicas_last_lines() -> N
         "serve/replica_chat_GaleModel_r1.log": "\n".join(log_lines),
     }
     # Not seen starting (another command deployed it): found by listing the node's files.
-    failure = reader_for(Dashboard(files)).failure("chat")
+    reader = reader_for(Dashboard(files))
+    # A failure before this revision was deployed belongs to an earlier one.
+    assert reader.failure("chat", since=130.0) is None
+    failure = reader.failure("chat", since=110.0)
     assert failure is not None
     assert (failure.replica_id, failure.phase, failure.error) == (
         "r1",
