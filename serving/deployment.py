@@ -19,6 +19,8 @@ from ray import serve
 from ray.serve import Application
 
 from serving import serve_config
+from serving.admission import Limiter
+from serving.ledger_actor import RayLedger
 from serving.ray_metrics import RayMetrics
 from serving.replica import AppArgs, Replica
 
@@ -49,9 +51,16 @@ class GaleModel:
             os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
         )
 
+        # Per-key limits and usage: shared with the other replicas through the ledger actor.
+        context = serve.get_replica_context()
+        ledger = await asyncio.to_thread(RayLedger.for_application, context.app_name)
+        replica_id = context.replica_id.unique_id
+        self.limiter = Limiter(self.replica.state, ledger, replica_id, args.hardware)
+        self.limiter.start()
+
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The OpenAI-compatible app over this replica's engine and state."""
-        return self.replica.api(RayMetrics())
+        return self.replica.api(RayMetrics(), self.limiter)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply the deployment's user_config in place: keys, defaults, batch size."""

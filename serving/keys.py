@@ -27,6 +27,15 @@ class KeyRecord(BaseModel):
     created_at: float
     expires_at: float | None = None
     """When the key stops working (seconds since the epoch); None: never."""
+    # Per-key limits (serving.limits); None: the deployment's default, if it has one.
+    rpm: int | None = Field(default=None, ge=1)
+    """Requests per minute."""
+    tpm: int | None = Field(default=None, ge=1)
+    """Tokens (prompt + completion) per minute."""
+    concurrency: int | None = Field(default=None, ge=1)
+    """Requests at once."""
+    token_budget: int | None = Field(default=None, ge=1)
+    """Tokens (prompt + completion) in all."""
 
     def expired(self, now: float | None = None) -> bool:
         """Whether the key's time is up."""
