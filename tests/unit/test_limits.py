@@ -292,3 +292,27 @@ async def test_usage_counts_every_key_through_the_ledger() -> None:
     usage = ledger.usage[record.id, 5]
     assert (usage.requests, usage.prompt + usage.completion) == (3, 21)
     assert ledger.replica_seconds["cpu", 5] == pytest.approx(2.0)
+
+
+@pytest.mark.anyio
+async def test_a_key_over_its_fair_share_waits_while_another_is_served() -> None:
+    clock, ledger = Clock(), Ledger()
+    (hog_key, hog), (polite_key, polite) = generate_key("hog"), generate_key("polite")
+    limiter = make_limiter([hog, polite], clock, ledger)
+    limiter.state.parameters = limiter.state.parameters.model_copy(update={"batch_size": 4})
+    release = asyncio.Event()
+    async with limited_app(limiter, release) as client:
+        held = [
+            asyncio.create_task(client.post("/v1/chat/completions", headers=auth(hog_key)))
+            for _ in range(4)
+        ]
+        await asyncio.sleep(0.05)  # the hog alone holds a full batch: no one else to share with
+        assert limiter.running[hog.id] == 4
+        served = asyncio.create_task(client.post("/v1/chat/completions", headers=auth(polite_key)))
+        await asyncio.sleep(0.05)
+        over = await client.post("/v1/chat/completions", headers=auth(hog_key))
+        assert over.status_code == 429 and over.headers["retry-after"] == "1"
+        assert "fair share of 2" in over.json()["error"]["message"]
+        release.set()
+        assert (await served).is_success
+        assert all(r.is_success for r in await asyncio.gather(*held))
