@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 KEY_PREFIX = "gale-"
+# A key's own limits (serving.limits); each None falls back to the deployment's default.
+LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "token_budget")
 SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 6
 
 
@@ -36,6 +38,11 @@ class KeyRecord(BaseModel):
     """Requests at once."""
     token_budget: int | None = Field(default=None, ge=1)
     """Tokens (prompt + completion) in all."""
+
+    def stored(self) -> dict[str, object]:
+        """The record as configs keep it: limits it leaves to the deployment are left out."""
+        unset = {field for field in LIMIT_FIELDS if getattr(self, field) is None}
+        return self.model_dump(exclude=unset)
 
     def expired(self, now: float | None = None) -> bool:
         """Whether the key's time is up."""
