@@ -7,9 +7,13 @@ passes in seconds; a key's allowance per window is its per-minute limit / 10.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +28,7 @@ from tests.conftest import Deployed, gale
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model]
 WINDOW_S = 6
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HELLO = [{"role": "user", "content": "Say hello."}]
 # Ray exports metrics every few seconds: usage reaches the endpoint within this.
 EXPORT_TIMEOUT_S = 60
@@ -248,3 +253,21 @@ def usage_rows() -> dict[str, dict[str, Any]]:
     result = gale("usage", "smol", "--json", "--since", "24h")
     assert result.returncode == 0, result.stderr
     return {row["id"]: row for row in json.loads(result.stdout)[0]["keys"]}
+
+
+def test_the_rate_limits_example_waits_out_its_limit(limited: Limited) -> None:
+    key, _ = limited.add("example", rpm=20)  # 2 per 6 s window: 3 requests need a retry
+    limited.opened(key)
+    window_start()
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "rate_limits.py"), "3"],
+        env={**os.environ, "GALE_ENDPOINT": limited.deployed.base_url, "GALE_API_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all(": ok, " in line for line in lines)
+    assert "requests left 1" in lines[0]
+    assert key not in done.stdout + done.stderr
