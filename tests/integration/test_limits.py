@@ -247,6 +247,9 @@ def test_gale_usage_counts_two_keys_exactly(limited: Limited) -> None:
     assert cpu["cost"] == pytest.approx(cpu["replica_hours"] * 0.096, abs=1e-3)
     by_day = json.loads(gale("usage", limited.deployed.name, "--json", "--by", "day").stdout)
     assert sum(d["requests"] for d in by_day[0]["days"]) == by_day[0]["requests"]
+    described = json.loads(gale("describe", limited.deployed.name, "--json").stdout)
+    assert described["usage"]["requests"] >= 5
+    assert described["spec"]["key_limit_window"] == WINDOW_S
 
 
 def usage_rows() -> dict[str, dict[str, Any]]:
