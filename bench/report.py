@@ -170,6 +170,30 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 None,
             )
         )
+    limits = _get(results, "limits_overhead")
+    if limits:
+        g, r = limits["p50_ms_on"], limits["p50_ms_off"]
+        rows.append(
+            _row(
+                "latency p50 at concurrency 8, per-key limits on (never triggered) vs off",
+                g,
+                r,
+                "ms",
+                f"≤ off + {limits['target_added_ms']:g} ms",
+                _le(g, r + limits["target_added_ms"]),
+            )
+        )
+        admission = limits["admission"]
+        rows.append(
+            _row(
+                "admission path alone, p50 at concurrency 8: generous limits vs none",
+                admission["p50_us_on"],
+                admission["p50_us_off"],
+                "µs",
+                "≤ none + 5000 µs",
+                _le(admission["p50_us_on"], admission["p50_us_off"] + 5000),
+            )
+        )
     scaling = _get(results, "scaling")
     if scaling:
         ref = None if load is None else scaling["up_delay_s"] + load

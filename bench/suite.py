@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import cli_timing, observability, reactions
+from bench.limits import limits_overhead
 from bench.load import MAX_TOKENS, Target
 from bench.report import machine
 from bench.serving import bench_spec, load_inprocess, measure_cell, set_batch_size
@@ -141,6 +142,10 @@ def run(quick: bool = False, engine: str = "auto") -> dict[str, Any]:
         suite.section(
             "metrics_overhead",
             lambda: observability.metrics_overhead(client, target, quick=quick),
+        )
+        suite.section(
+            "limits_overhead",
+            lambda: limits_overhead(client, target, rounds=2 if quick else 4),
         )
         suite.section("in_place_changes", lambda: reactions.in_place_changes(client, target))
         suite.section(

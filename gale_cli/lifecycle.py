@@ -344,6 +344,7 @@ def create_key(
     key_name: str | None = None,
     *,
     expires_in: float | None = None,
+    limits: dict[str, int | None] | None = None,
 ) -> tuple[str, KeyRecord]:
     """A new key for a deployment; return the key (shown once) and its record.
 
@@ -370,7 +371,8 @@ def create_key(
         label = key_name
         while label is None or label in taken:
             label = f"key-{secrets.token_hex(3)}"
-        made.append(generate_key(label, expires_in))
+        key, record = generate_key(label, expires_in)
+        made.append((key, record.model_copy(update=limits or {})))
         return [*keys, made[0][1]]
 
     _change_keys(cluster, state, name, add, lambda keys: made[0][1] in keys)
@@ -406,6 +408,27 @@ def revoke_key(
     gone = lambda keys: all(k.id != key_id for k in keys)  # noqa: E731
     _change_keys(cluster, state, name, remove, gone, confirm_within)
     return revoked[-1]
+
+
+def update_key(
+    cluster: Cluster, state: State, name: str, key_id: str, limits: dict[str, int | None]
+) -> KeyRecord:
+    """Change a key's own limits (None: clear one) from the live config; return its new record."""
+    updated: list[KeyRecord] = []
+
+    def change(keys: list[KeyRecord]) -> list[KeyRecord]:
+        found = next((k for k in keys if k.id == key_id), None)
+        if found is None:
+            raise UsageError(
+                f"'{name}' has no key with id '{key_id}'", hint=f"`gale keys list {name}`"
+            )
+        # Validated as a record is: a limit must be a whole number of at least 1.
+        record = KeyRecord.model_validate({**found.model_dump(), **limits})
+        updated.append(record)
+        return [record if k.id == key_id else k for k in keys]
+
+    _change_keys(cluster, state, name, change, lambda keys: updated[-1] in keys)
+    return updated[-1]
 
 
 def undeploy(cluster: Cluster, state: State, name: str) -> None:

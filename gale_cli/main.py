@@ -10,7 +10,17 @@ from typing import Any
 import typer
 from typer.core import TyperOption
 
-from gale_cli.commands import catalog, chat, cluster_cmds, deploy, keys, manage, observe, redeploy
+from gale_cli.commands import (
+    catalog,
+    chat,
+    cluster_cmds,
+    deploy,
+    keys,
+    manage,
+    observe,
+    redeploy,
+    usage,
+)
 from gale_cli.errors import GaleError
 
 EXIT_INTERRUPTED = 130
@@ -46,6 +56,7 @@ app.add_typer(keys.keys_app, name="keys")
 app.command("chat")(chat.chat)
 app.command("top")(observe.top)
 app.command("logs")(observe.logs)
+app.command("usage")(usage.usage)
 app.command("undeploy")(manage.undeploy)
 app.command("delete")(manage.delete)
 app.command("restore")(manage.restore)

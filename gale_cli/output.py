@@ -164,6 +164,8 @@ def review_value(spec: DeploymentSpec, field: str) -> str:
     from serving.spec import field_meta
 
     value = getattr(spec, field)
+    if value is None:  # an optional setting left unset, e.g. a per-key limit
+        return "none"
     if field == "hardware":
         return f"{spec.profile.name} ({spec.profile.id})"
     if field == "stop":  # quoted: a stop sequence may be a space or a newline

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from jinja2 import TemplateError
 from starlette.exceptions import HTTPException
 
+from serving.admission import LedgerMetrics, Limiter, LimitRequests
 from serving.engines.base import Engine, SamplingParams
 from serving.engines.errors import EngineError
 from serving.engines.grammar import check_schema
@@ -47,10 +48,23 @@ UNAUTHORIZED = "Invalid or missing API key. Send it as 'Authorization: Bearer <k
 logger = logging.getLogger("ray.serve")
 
 
-def build_api(engine: Engine, state: ServingState, metrics: Metrics | None = None) -> FastAPI:
-    """The ASGI app serving `engine` under OpenAI's routes, governed by `state`, measured."""
+def build_api(
+    engine: Engine,
+    state: ServingState,
+    metrics: Metrics | None = None,
+    limiter: Limiter | None = None,
+) -> FastAPI:
+    """The ASGI app serving `engine` under OpenAI's routes, governed by `state`, measured.
+
+    With a `limiter`, each key's limits are enforced and its usage counted (`serving.admission`).
+    """
     app = FastAPI(title="gale", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(MeasureRequests, metrics=metrics or NoMetrics(), state=state)
+    metrics = metrics or NoMetrics()
+    if limiter is not None:
+        # Added first, so it runs inside the measuring: its 429s are counted like any answer.
+        app.add_middleware(LimitRequests, limiter=limiter)
+        metrics = LedgerMetrics(metrics, limiter)
+    app.add_middleware(MeasureRequests, metrics=metrics, state=state)
     app.add_exception_handler(APIError, _error_response)
     app.add_exception_handler(HTTPException, _error_response)
     app.add_exception_handler(RequestValidationError, _error_response)

@@ -20,6 +20,8 @@ from ray.serve import Application
 
 from serving import metrics, serve_config, startup
 from serving.activity import sample_activity
+from serving.admission import Limiter
+from serving.ledger_actor import RayLedger
 from serving.metrics import NoMetrics
 from serving.ray_metrics import RayEngineGauges, RayMetrics
 from serving.replica import AppArgs, Replica
@@ -49,6 +51,13 @@ class GaleModel:
             self.replica = await asyncio.to_thread(Replica.load, args)
             reporter.report(startup.WARMING_UP)
             await self.replica.warm_up()
+            # Per-key limits and usage: shared with the other replicas through the ledger actor.
+            context = serve.get_replica_context()
+            ledger = await asyncio.to_thread(RayLedger.for_application, context.app_name)
+            self.limiter = Limiter(
+                self.replica.state, ledger, context.replica_id.unique_id, args.hardware
+            )
+            self.limiter.start()
         except BaseException as error:
             logger.exception("gale: the replica failed to start while %s", reporter.failed(error))
             raise
@@ -70,7 +79,7 @@ class GaleModel:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The OpenAI-compatible app over this replica's engine and state."""
-        return self.replica.api(RayMetrics() if metrics.enabled() else NoMetrics())
+        return self.replica.api(RayMetrics() if metrics.enabled() else NoMetrics(), self.limiter)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply the deployment's user_config in place: keys, defaults, batch size."""

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 KEY_PREFIX = "gale-"
+# A key's own limits (serving.limits); each None falls back to the deployment's default.
+LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "token_budget")
 SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 6
 
 
@@ -27,6 +29,20 @@ class KeyRecord(BaseModel):
     created_at: float
     expires_at: float | None = None
     """When the key stops working (seconds since the epoch); None: never."""
+    # Per-key limits (serving.limits); None: the deployment's default, if it has one.
+    rpm: int | None = Field(default=None, ge=1)
+    """Requests per minute."""
+    tpm: int | None = Field(default=None, ge=1)
+    """Tokens (prompt + completion) per minute."""
+    concurrency: int | None = Field(default=None, ge=1)
+    """Requests at once."""
+    token_budget: int | None = Field(default=None, ge=1)
+    """Tokens (prompt + completion) in all."""
+
+    def stored(self) -> dict[str, object]:
+        """The record as configs keep it: limits it leaves to the deployment are left out."""
+        unset = {field for field in LIMIT_FIELDS if getattr(self, field) is None}
+        return self.model_dump(exclude=unset)
 
     def expired(self, now: float | None = None) -> bool:
         """Whether the key's time is up."""

@@ -28,6 +28,16 @@ QUEUED = "gale_requests_queued"
 OCCUPANCY = "gale_batch_occupancy"
 CACHE_USAGE = "gale_engine_cache_usage"
 DEPLOYMENT, KEY, STATUS = "deployment", "key_id", "status"
+# Usage kept by each deployment's ledger (serving.ledger_actor): gauges holding the
+# running total of one UTC hour (`hour`: its start, e.g. 2026-12-02T09) so counts
+# outlive the replicas that made them.
+USAGE_REQUESTS = "gale_usage_requests"
+USAGE_PROMPT_TOKENS = "gale_usage_prompt_tokens"
+USAGE_COMPLETION_TOKENS = "gale_usage_completion_tokens"
+USAGE_REPLICA_SECONDS = "gale_usage_replica_seconds"
+# Tokens each key has used since the ledger started (what its token budget counts).
+KEY_TOKENS_USED = "gale_key_tokens_used"
+HOUR, HARDWARE = "hour", "hardware"
 NO_KEY = "none"
 # Seconds; small models on CPU answer the first token in tens of ms, large ones in seconds.
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -21,6 +21,7 @@ from serving.spec import parse_model_ref
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from serving.admission import Limiter
     from serving.engines.base import Engine
     from serving.metrics import Metrics
 
@@ -84,8 +85,11 @@ class Replica:
         if self.args.max_num_seqs is None:  # else the engine was sized at start, from args
             self.engine.set_batch_size(self.state.parameters.batch_size)
 
-    def api(self, metrics: Metrics | None = None) -> FastAPI:
-        """The OpenAI-compatible app over this replica's engine and state, recording to `metrics`."""
+    def api(self, metrics: Metrics | None = None, limiter: Limiter | None = None) -> FastAPI:
+        """The OpenAI-compatible app over this replica's engine and state, recording to `metrics`.
+
+        With a `limiter`, per-key limits are enforced and usage is counted.
+        """
         from serving.api import build_api
 
-        return build_api(self.engine, self.state, metrics)
+        return build_api(self.engine, self.state, metrics, limiter)

@@ -77,7 +77,7 @@ def to_serve_application(
                 "user_config": {
                     **_kept_at("user_config", spec),
                     "parameters": _kept_at("parameters", spec),
-                    "api_keys": [record.model_dump() for record in api_keys],
+                    "api_keys": [record.stored() for record in api_keys],
                 },
             }
         ],

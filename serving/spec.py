@@ -225,6 +225,44 @@ class DeploymentSpec(BaseModel):
         description="Seconds the load must stay low before a replica is removed",
     )
 
+    # Per-key limits: each key's own limits (`gale keys create/update`) override these.
+    key_rpm: Annotated[
+        int | None,
+        FieldMeta("parameters", "Requests per minute per key", serve="user_config", asked=False),
+    ] = Field(
+        default=None, ge=1, description="Requests per minute each key may make; none: no limit"
+    )
+    key_tpm: Annotated[
+        int | None,
+        FieldMeta("parameters", "Tokens per minute per key", serve="user_config", asked=False),
+    ] = Field(
+        default=None,
+        ge=1,
+        description="Tokens (prompt + completion) per minute each key may use; none: no limit",
+    )
+    key_concurrency: Annotated[
+        int | None,
+        FieldMeta("parameters", "Concurrent requests per key", serve="user_config", asked=False),
+    ] = Field(default=None, ge=1, description="Requests each key may have at once; none: no limit")
+    key_token_budget: Annotated[
+        int | None,
+        FieldMeta("parameters", "Token budget per key", serve="user_config", asked=False),
+    ] = Field(
+        default=None,
+        ge=1,
+        description="Tokens (prompt + completion) each key may use in all; none: no limit",
+    )
+    key_limit_window: Annotated[
+        int,
+        FieldMeta("parameters", "Rate limit window", serve="user_config", unit="s", asked=False),
+    ] = Field(
+        default=60,
+        ge=1,
+        le=60,
+        description="Seconds over which per-minute limits are counted; each window allows its "
+        "share of the per-minute limit, so shorter windows smooth bursts",
+    )
+
     # Hardware
     hardware: Annotated[str, FieldMeta("hardware", "Hardware", serve="args")] = Field(
         description="A hardware profile id (see `gale hardware`)"

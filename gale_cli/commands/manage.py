@@ -15,6 +15,7 @@ from gale_cli.errors import UsageError
 # Imported where used: `gale --help` must not pay for them.
 if TYPE_CHECKING:
     from gale_cli import lifecycle
+    from gale_cli.session import Session
 
 
 def _age(since: float | None) -> str:
@@ -133,6 +134,7 @@ def describe(name: Name, json_out: Json = False) -> None:
                 for r in revisions
             ],
             "last_start": last_start,
+            "usage": _usage_totals(session, name),
         }
     output.result(info, lambda: _show_description(live, info))
 
@@ -165,11 +167,33 @@ def _show_description(live: lifecycle.Live, info: dict[str, Any]) -> None:
         ),
         title="API keys",
     )
+    usage = info["usage"]
+    if usage is not None:
+        output.message(
+            f"Usage (last 30 days): {usage['requests']} requests, {usage['prompt_tokens']} prompt "
+            f"and {usage['completion_tokens']} completion tokens, cost {usage['cost']:g}"
+        )
     output.table(
         ["Revision", "Action", "When"],
         ((r["revision"], r["action"], _age(r["created_at"]) + " ago") for r in info["revisions"]),
         title="Revisions",
     )
+
+
+def _usage_totals(session: Session, name: str) -> dict[str, Any] | None:
+    """The deployment's usage over 30 days (`gale usage`), or None if metrics are unreadable."""
+    from gale_cli.commands.usage import prices, read_samples
+    from gale_cli.errors import GaleError
+    from gale_cli.usage import usage
+
+    try:
+        samples = read_samples(session)
+    except GaleError:
+        return None
+    rows = usage(samples, since_s=30 * 86400, by="key", prices=prices(), only=name)
+    if not rows:
+        return {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+    return {k: rows[0][k] for k in ("requests", "prompt_tokens", "completion_tokens", "cost")}
 
 
 def endpoint(name: Name, json_out: Json = False) -> None:

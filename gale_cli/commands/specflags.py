@@ -12,7 +12,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_origin
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import typer
 
@@ -101,7 +101,10 @@ def options_source() -> str:
     for field in fields():
         info = DeploymentSpec.model_fields[field]
         is_list = get_origin(info.annotation) is list
-        kind = "list[str]" if is_list else getattr(info.annotation, "__name__", "str")
+        # An optional value (`int | None`) is a flag of its type that may be left out.
+        given = [a for a in get_args(info.annotation) if a is not type(None)]
+        plain = given[0] if not is_list and len(given) == 1 else info.annotation
+        kind = "list[str]" if is_list else getattr(plain, "__name__", "str")
         kind = kind if kind in ("int", "float", "bool", "list[str]") else "str"
         # A list flag gives one item and is repeated.
         notes = ", ".join(n for n in ("repeatable" if is_list else "", range_text(field)) if n)

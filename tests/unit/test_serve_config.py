@@ -142,3 +142,19 @@ def test_a_field_missing_from_an_older_application_takes_its_default() -> None:
     del app["deployments"][0]["autoscaling_config"]["downscale_delay_s"]
     rebuilt, _ = from_serve_application(app)
     assert rebuilt == FULL.model_copy(update={"top_k": 50, "scale_down_delay": 600})
+
+
+def test_key_limits_round_trip_in_user_config_and_unset_ones_stay_out() -> None:
+    spec = FULL.model_copy(
+        update={"key_rpm": 60, "key_token_budget": 10_000, "key_limit_window": 10}
+    )
+    (_, limited), (_, plain) = generate_key("limited"), generate_key("plain")
+    limited = limited.model_copy(update={"rpm": 5, "concurrency": 2})
+    app = to_serve_application(spec, [limited, plain])
+    user_config = app["deployments"][0]["user_config"]
+    assert (user_config["key_rpm"], user_config["key_tpm"]) == (60, None)
+    stored = user_config["api_keys"]
+    assert (stored[0]["rpm"], stored[0]["concurrency"]) == (5, 2)
+    assert "tpm" not in stored[0] and "rpm" not in stored[1]  # replicas of older gale read them
+    assert change_kind(FULL, spec) == "in-place"
+    assert from_serve_application(app) == (spec, [limited, plain])
