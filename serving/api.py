@@ -26,6 +26,7 @@ from serving.openai_types import APIError, ChatBody, CompletionBody, parse
 from serving.replica_state import ServingState
 from serving.replies import Reply
 from serving.request_metrics import MeasureRequests, measure_of
+from serving.responses_api import add_responses_route
 
 MAX_BODY_BYTES = 1024 * 1024
 # The whole body must arrive within this time: a client trickling it would hold a slot.
@@ -123,6 +124,7 @@ def build_api(engine: Engine, state: ServingState, metrics: Metrics | None = Non
         used = sum(len(prompt) for prompt in prompts)
         return await answer(engine, reply, jobs, used, measure_of(request))
 
+    add_responses_route(app, engine, state, _authorize, _read_body)
     return app
 
 
