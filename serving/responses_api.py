@@ -225,8 +225,12 @@ def add_responses_route(
         authorize(request, state)
         body = parse(ResponsesBody, await read_body(request))
         body.refuse_unsupported()
-        chat = parse(ChatBody, json.dumps(body.chat_body()).encode())
-        prepared = await prepare_chat(engine, state, chat)
+        try:
+            chat = parse(ChatBody, json.dumps(body.chat_body()).encode())
+            prepared = await prepare_chat(engine, state, chat)
+        except APIError as error:
+            error.param = _renamed(error.param)
+            raise
         shaper = _Shaper(state.name, body, prepared)
         measure = measure_of(request)
         if body.stream:
@@ -235,6 +239,21 @@ def add_responses_route(
         message = Reply(state.name, True, prepared.ask).choice(0, done[0])
         items = shaper.items(message["message"])
         return shaper.response(items, message["finish_reason"], *_usage_of(done[0]))
+
+
+# A chat field's name in a Responses request.
+_RESPONSES_NAMES = {
+    "messages": "input",
+    "response_format": "text.format",
+    "max_tokens": "max_output_tokens",
+}
+
+
+def _renamed(param: str | None) -> str | None:
+    """The Responses name of a chat error's field (messages are input items; instructions
+    shift their indexes, so only `input` is named)."""
+    head = (param or "").split(".", 1)[0]
+    return _RESPONSES_NAMES.get(head, param)
 
 
 def _usage_of(done: Any) -> tuple[int, int]:

@@ -376,6 +376,64 @@ CASES += [
     ),
     ("one empty prompt of several", COMPLETIONS, {"prompt": ["Hi", ""]}, 400, "prompt"),
 ]
+RESPONSES = "/v1/responses"
+CASES += [
+    ("responses without input", RESPONSES, {}, 400, "input"),
+    ("responses input a number", RESPONSES, {"input": 5}, 400, "input"),
+    (
+        "responses previous_response_id refused",
+        RESPONSES,
+        {"input": "Hi", "previous_response_id": "resp_x"},
+        400,
+        "previous_response_id",
+    ),
+    (
+        "responses unknown input item",
+        RESPONSES,
+        {"input": [{"type": "file_search_call"}]},
+        400,
+        "input.0.type",
+    ),
+    (
+        "responses non-function tool",
+        RESPONSES,
+        {"input": "Hi", "tools": [{"type": "web_search"}]},
+        400,
+        "tools.0.type",
+    ),
+    (
+        "responses text format not a schema",
+        RESPONSES,
+        {
+            "input": "Hi",
+            "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nope"}}},
+        },
+        400,
+        "text.format",
+    ),
+    (
+        "responses max_output_tokens 0",
+        RESPONSES,
+        {"input": "Hi", "max_output_tokens": 0},
+        400,
+        "max_output_tokens",
+    ),
+    (
+        "responses max_output_tokens above the limit",
+        RESPONSES,
+        {"input": "Hi", "max_output_tokens": 10**6},
+        400,
+        "max_output_tokens",
+    ),
+    (
+        "responses message without content",
+        RESPONSES,
+        {"input": [{"role": "user"}]},
+        400,
+        "input",
+    ),
+    ("responses answers", RESPONSES, {"input": "Hi", "max_output_tokens": 2}, 200, None),
+]
 # Fields this deployment does not implement: each refused with a 400 naming it.
 REFUSED: list[tuple[str, str, Any]] = [
     (CHAT, "functions", [{"name": "f"}]),
