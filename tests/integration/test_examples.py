@@ -80,3 +80,16 @@ def test_tool_call_example_runs_a_tool_loop(bundled_model: Deployed) -> None:
     assert set(arguments) == {"city", "unit"} and arguments["unit"] in ("celsius", "fahrenheit")
     assert json.loads(lines["result"])["temperature"] in (21, 70)
     assert "answer" in lines
+
+
+def test_responses_example_streams_the_answer(bundled_model: Deployed) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "responses_stream.py"), "What is the capital of France?"],
+        env=example_env(bundled_model),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Paris" in done.stdout and "status: " in done.stdout
+    assert bundled_model.key not in done.stdout + done.stderr
