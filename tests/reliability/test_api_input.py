@@ -84,6 +84,8 @@ chat_body = st.fixed_dictionaries(
         **COMMON,
         "messages": _field(st.lists(message, max_size=3)),
         "max_completion_tokens": _field(st.integers(-1, FUZZ_MAX_LENGTH + 1)),
+        "logprobs": _field(st.booleans()),
+        "top_logprobs": _field(st.integers(-1, 21)),
     },
 )
 completion_body = st.fixed_dictionaries(
@@ -91,6 +93,8 @@ completion_body = st.fixed_dictionaries(
     optional={
         **COMMON,
         "prompt": _field(st.text(max_size=30), st.lists(st.text(max_size=8), max_size=2)),
+        "logprobs": _field(st.integers(-1, 6)),
+        "echo": _field(st.booleans()),
     },
 )
 # Most fuzzed bodies carry some refused field: these are valid, so the sweep reaches the model.
