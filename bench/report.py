@@ -278,6 +278,17 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 None,
             )
         )
+    for cost in _get(results, "constrained_decoding") or []:
+        rows.append(
+            _row(
+                f"tokens/s with a json_schema vs without ({cost['engine']})",
+                cost["json_schema_tokens_per_s"],
+                cost["plain_tokens_per_s"],
+                "tokens/s",
+                f"≥ {cost['target']} × reference",
+                cost["meets_target"],
+            )
+        )
     return rows
 
 

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import cli_timing, observability, reactions
+from bench import cli_timing, constrained, observability, reactions
 from bench.limits import limits_overhead
 from bench.load import MAX_TOKENS, Target
 from bench.report import machine
@@ -161,6 +161,11 @@ def run(quick: bool = False, engine: str = "auto") -> dict[str, Any]:
             "rolling_redeploy_2", lambda: reactions.rolling_redeploy(client, target, 2, 8)
         )
         suite.section("replica_killed", lambda: reactions.kill_replica(client, target, 8))
+    # In process, no head needed: the cost of a JSON schema on each engine.
+    suite.section(
+        "constrained_decoding",
+        lambda: [constrained.measure(name, quick) for name in ("transformers", "vllm")],
+    )
     suite.results["machine_after"] = machine()
     suite.results["duration_s"] = round(time.monotonic() - started, 1)
     return suite.results

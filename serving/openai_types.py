@@ -21,6 +21,9 @@ from pydantic import StrictInt as Int
 
 _M = TypeVar("_M", bound=BaseModel)
 MAX_STOP_LENGTH = 64  # as a deployment spec's stop sequences
+# Most choices one request may ask for: `n` per prompt, times the completions prompts.
+MAX_N = 8
+MAX_CHOICES = 16
 # What `{"type": "json_object"}` asks for: any JSON object (as vLLM's json_object does).
 ANY_OBJECT = '{"type": "object"}'
 
@@ -77,14 +80,11 @@ def _one_of(*neutral: object) -> Callable[[object], bool]:
 # nothing beyond what gale does (accepted) and what the refusal tells a client to do.
 Unsupported = dict[str, tuple[Callable[[object], bool], str]]
 LEAVE_OUT = "leave it out"
-COMMON_UNSUPPORTED: Unsupported = {
-    "n": (_one_of(1), "send n=1 (or leave it out) and one request per completion"),
-}
+COMMON_UNSUPPORTED: Unsupported = {}
 CHAT_UNSUPPORTED: Unsupported = {
     **COMMON_UNSUPPORTED,
     "functions": (_unset, LEAVE_OUT + "; send tools (functions is deprecated)"),
     "function_call": (_unset, LEAVE_OUT + "; send tool_choice (function_call is deprecated)"),
-    "logprobs": (_one_of(False), "leave it out or send false"),
     "modalities": (_one_of(["text"]), 'leave it out or send ["text"]'),
     "audio": (_unset, LEAVE_OUT),
     "prediction": (_unset, LEAVE_OUT),
@@ -94,8 +94,6 @@ CHAT_UNSUPPORTED: Unsupported = {
 }
 COMPLETION_UNSUPPORTED: Unsupported = {
     **COMMON_UNSUPPORTED,
-    "logprobs": (_unset, LEAVE_OUT),
-    "echo": (_one_of(False), "leave it out or send false"),
     "suffix": (_one_of(""), "leave it out"),
     "best_of": (_one_of(1), "leave it out or send 1"),
 }
@@ -274,7 +272,7 @@ class Body(BaseModel):
     top_p: Float | None = Field(default=None, gt=0, le=1)
     top_k: Int | None = Field(default=None, ge=1)
     max_tokens: Int | None = Field(default=None, ge=1)
-    n: Int | None = Field(default=None, ge=1, le=128)
+    n: Int | None = Field(default=None, ge=1, le=MAX_N)
     stop: str | list[str] | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
@@ -380,18 +378,22 @@ class CompletionBody(Body):
         return value
 
     @property
-    def text(self) -> str:
-        """The one prompt's text (a list of one string counts as that string)."""
-        return self.prompt if isinstance(self.prompt, str) else str(self.prompt[0])
+    def texts(self) -> list[str]:
+        """The prompts' texts (one string is a list of one)."""
+        return [self.prompt] if isinstance(self.prompt, str) else [str(p) for p in self.prompt]
 
     def refuse_unsupported(self) -> None:
         """Raise an `APIError` for the first field gale does not implement."""
         super().refuse_unsupported()
-        if isinstance(self.prompt, list) and not (
-            len(self.prompt) == 1 and isinstance(self.prompt[0], str)
-        ):
-            what = "a list of several prompts or of token ids"
-            raise unsupported("prompt", "send one prompt, as a string, per request", what)
+        if isinstance(self.prompt, list) and not all(isinstance(p, str) for p in self.prompt):
+            what = "a prompt of token ids"
+            raise unsupported("prompt", "send the prompt as a string (or a list of strings)", what)
+        if len(self.texts) > MAX_CHOICES:
+            message = f"prompt: at most {MAX_CHOICES} prompts per request"
+            raise APIError(400, message, param="prompt")
+        if self.echo and self.logprobs is not None:
+            hint = "send echo or logprobs, not both (prompt tokens are not scored)"
+            raise unsupported("echo", hint, "echo with logprobs")
 
 
 def parse(model: type[_M], raw: bytes) -> _M:

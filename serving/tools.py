@@ -33,6 +33,13 @@ class ToolPlan:
     tools: tuple[Tool, ...]
     call_schema: str | None
     """The JSON schema of the forced call; None when the answer is text."""
+    auto_format: str | None = None
+    """With `tool_choice: "auto"`: the model's tool-call format its answer is read in."""
+
+    @property
+    def forces_call(self) -> bool:
+        """Whether the answer is a forced call."""
+        return self.call_schema is not None
 
 
 def plan(body: ChatBody, tool_call_format: str | None) -> ToolPlan:
@@ -53,12 +60,7 @@ def plan(body: ChatBody, tool_call_format: str | None) -> ToolPlan:
                 '{"type": "function", "function": {"name": ...}} to have gale force a call',
                 param="tool_choice",
             )
-        raise APIError(
-            400,
-            f"tool_choice 'auto' ({tool_call_format} format) is not supported by this "
-            "deployment yet; send tool_choice 'required' or a named function",
-            param="tool_choice",
-        )
+        return ToolPlan(tools, None, tool_call_format)
     if choice == "required":
         chosen = tools
     else:
@@ -78,6 +80,12 @@ def tool_call_format(model_id: str) -> str | None:
     """The catalog's tool-call format of a model; None for models outside the catalog."""
     model = models().get(model_id)
     return model.tool_call_format if model is not None else None
+
+
+def reasoning_parser(model_id: str) -> str | None:
+    """The catalog's reasoning parser of a model; None for models outside the catalog."""
+    model = models().get(model_id)
+    return model.reasoning_parser if model is not None else None
 
 
 def call_schema(tools: tuple[Tool, ...]) -> dict[str, Any]:

@@ -41,6 +41,12 @@ class SamplingParams:
     """Subtracted from a token's logit once per time the output holds it (OpenAI's)."""
     logit_bias: tuple[tuple[int, float], ...] = ()
     """(token id, bias) pairs added to those tokens' logits at every step."""
+    skip_special_tokens: bool = True
+    """Leave special tokens out of the text (kept where a parser reads them, e.g. a
+    model's tool-call markers)."""
+    logprobs: int | None = None
+    """Return each output token's log probability and this many most likely alternatives
+    (0: the token's own only); None returns none."""
 
     @property
     def adjusts_logits(self) -> bool:
@@ -54,6 +60,16 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One output token's log probability under the model (before any sampling setting
+    changes it), with the most likely alternatives at its position, best first."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Chunk:
     """A piece of one request's output; the last one has `finish_reason` set.
 
@@ -64,6 +80,8 @@ class Chunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """The tokens produced since the last chunk, when the request asked for logprobs."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,7 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,14 +171,20 @@ class Engine(ABC):
 async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
     """A whole completion from a stream's chunks (the last one carries finish and usage)."""
     parts: list[str] = []
+    logprobs: list[TokenLogprob] = []
     last = Chunk("")
     async for chunk in chunks:
         parts.append(chunk.text)
+        logprobs.extend(chunk.logprobs)
         last = chunk
     if last.finish_reason is None:
         raise EngineError("the engine ended a stream without a finish reason")
     return Completion(
-        "".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens
+        "".join(parts),
+        last.finish_reason,
+        last.prompt_tokens,
+        last.completion_tokens,
+        tuple(logprobs),
     )
 
 

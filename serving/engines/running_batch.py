@@ -11,13 +11,13 @@ cut from the left, so the cache never grows wider than its widest live row needs
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from serving.engines.base import Chunk, FinishReason, SamplingParams
+from serving.engines.base import Chunk, FinishReason, SamplingParams, TokenLogprob
 from serving.engines.grammar import RowGrammar, mask_logits
 from serving.engines.sampling import LogitAdjuster, RowSampler, adjust_logits, seeded_generator
 from serving.engines.text import IncrementalDecoder, StopScanner
@@ -46,8 +46,18 @@ class Request:
 class Row:
     """One request's progress inside a running batch."""
 
-    def __init__(self, request: Request, decoder: IncrementalDecoder, limit: int) -> None:
+    def __init__(
+        self,
+        request: Request,
+        decoder: IncrementalDecoder,
+        limit: int,
+        token_text: Callable[[int], str] = str,
+    ) -> None:
         self.request = request
+        self.token_text = token_text
+        """One token's text, as logprobs name it."""
+        self.logprobs: list[TokenLogprob] = []
+        """Log probabilities of the tokens not sent yet, when the request asked for them."""
         self.decoder = decoder
         self.scanner = StopScanner(request.params.stop)
         self.limit = limit
@@ -58,9 +68,15 @@ class Row:
         self.adjuster: LogitAdjuster | None = None
         """This row's penalties and logit bias, when its request has any (made on admission)."""
 
-    def step(self, token: int, eos: frozenset[int]) -> bool:
-        """Take one sampled token; send what it completes; return True when the row ends."""
+    def step(
+        self, token: int, eos: frozenset[int], scored: tuple[float, list[Any]] | None = None
+    ) -> bool:
+        """Take one sampled token (with its logprob and the top alternatives' (id, logprob),
+        when the request asked for them); send what it completes; True when the row ends."""
         self.produced += 1
+        if scored is not None and token not in eos:
+            top = tuple((self.token_text(i), p) for i, p in scored[1])
+            self.logprobs.append(TokenLogprob(self.token_text(token), scored[0], top))
         if self.adjuster is not None:
             self.adjuster.accept(token)
         if self.grammar is not None:
@@ -80,7 +96,8 @@ class Row:
 
     def _send(self, text: str, finish: FinishReason | None) -> bool:
         prompt = len(self.request.prompt_ids)
-        self.request.deliver(Chunk(text, finish, prompt, self.produced))
+        logprobs, self.logprobs = tuple(self.logprobs), []
+        self.request.deliver(Chunk(text, finish, prompt, self.produced, logprobs))
         return True
 
 
@@ -160,14 +177,16 @@ class RunningBatch:
         if not self.rows:
             return
         assert self._logits is not None and self._sampler is not None
+        scoring = _Scoring(self.rows, self._logits)  # the model's own, before any change
         # Penalties and bias first: the grammar's mask then still rules out what it forbids.
         adjust_logits(self._logits, [row.adjuster for row in self.rows])
         mask_logits(self._logits, [row.grammar for row in self.rows])
         chosen = self._sampler(self._logits)
+        scored = scoring.of(chosen)
         keep = [
             i
             for i, (row, token) in enumerate(zip(self.rows, chosen.tolist(), strict=True))
-            if not row.request.cancelled and not row.step(token, self._eos)
+            if not row.request.cancelled and not row.step(token, self._eos, scored.get(i))
         ]
         if not keep:
             self.clear()
@@ -205,6 +224,35 @@ class RunningBatch:
             for layer in self._cache.layers:
                 layer.keys = layer.keys[:, :, first:, :]
                 layer.values = layer.values[:, :, first:, :]
+
+
+class _Scoring:
+    """Log probabilities of the rows that asked for them, from one step's raw logits."""
+
+    def __init__(self, rows: Sequence[Row], logits: torch.Tensor) -> None:
+        self.wanted = {
+            i: row.request.params.logprobs
+            for i, row in enumerate(rows)
+            if row.request.params.logprobs is not None
+        }
+        self.scores = logits[list(self.wanted)].float().log_softmax(dim=-1) if self.wanted else None
+
+    def of(self, chosen: torch.Tensor) -> dict[int, tuple[float, list[tuple[int, float]]]]:
+        """Per scored row: the chosen token's logprob and its top alternatives (id, logprob)."""
+        if self.scores is None:
+            return {}
+        rows = list(self.wanted)
+        picked = self.scores.gather(1, chosen[rows].unsqueeze(1)).squeeze(1).tolist()
+        most = max(self.wanted.values())
+        values, ids = self.scores.topk(most, dim=-1) if most else (self.scores[:, :0],) * 2
+        values_list, ids_list = values.tolist(), ids.tolist()
+        return {
+            row: (
+                picked[j],
+                list(zip(ids_list[j], values_list[j], strict=True))[: self.wanted[row]],
+            )
+            for j, row in enumerate(rows)
+        }
 
 
 def _cache_of(out: Any) -> Any:

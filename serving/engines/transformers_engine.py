@@ -242,8 +242,11 @@ class TransformersEngine(HFTokenizerEngine):
         return [
             Row(
                 request,
-                IncrementalDecoder(self._decode),
+                IncrementalDecoder(
+                    self._decode if request.params.skip_special_tokens else self._decode_all
+                ),
                 min(request.params.max_tokens, self.context_length - len(request.prompt_ids)),
+                self._token_text,
             )
             for request in requests
         ]
@@ -268,8 +271,14 @@ class TransformersEngine(HFTokenizerEngine):
                 self._grammars = GrammarCompiler(self.tokenizer, int(vocab), self._eos)
         return self._grammars.compile(schema)
 
+    def _token_text(self, token: int) -> str:
+        return str(self.tokenizer.decode([token]))
+
     def _decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def _decode_all(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=False))
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

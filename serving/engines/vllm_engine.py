@@ -32,6 +32,7 @@ from serving.engines.base import (
     FinishReason,
     HFTokenizerEngine,
     SamplingParams,
+    TokenLogprob,
     collect,
 )
 from serving.engines.errors import EngineError, ModelLoadError
@@ -372,6 +373,8 @@ class VLLMEngine(HFTokenizerEngine):
                 presence_penalty=params.presence_penalty,
                 frequency_penalty=params.frequency_penalty,
                 logit_bias=dict(params.logit_bias) or None,
+                logprobs=params.logprobs,
+                skip_special_tokens=params.skip_special_tokens,
                 output_kind=RequestOutputKind.FINAL_ONLY if whole else RequestOutputKind.DELTA,
                 structured_outputs=None
                 if params.json_schema is None
@@ -384,8 +387,9 @@ class VLLMEngine(HFTokenizerEngine):
                 produced += len(completion.token_ids)
                 finish = _finish_reason(completion.finish_reason)
                 finished = output.finished
-                if completion.text or finish is not None:
-                    deliver(Chunk(completion.text, finish, len(prompt_ids), produced))
+                logprobs = self._logprobs(completion, params.logprobs)
+                if completion.text or finish is not None or logprobs:
+                    deliver(Chunk(completion.text, finish, len(prompt_ids), produced, logprobs))
                 if output.finished:
                     return
             deliver(EngineError("vLLM ended a request without a finish reason"))
@@ -400,6 +404,29 @@ class VLLMEngine(HFTokenizerEngine):
             if not finished and not self._closed:
                 # generate() aborts on cancellation too; aborting twice is harmless.
                 await _quietly(self.llm.abort(request_id))
+
+    def _logprobs(self, completion: Any, wanted: int | None) -> tuple[TokenLogprob, ...]:
+        """vLLM's sample logprobs of a completion's new tokens (the end-of-text token left
+        out, as from the text), each with its `wanted` best alternatives."""
+        if wanted is None or not completion.logprobs:
+            return ()
+        out = []
+        eos = self.tokenizer.eos_token_id
+        for token, scores in zip(completion.token_ids, completion.logprobs, strict=False):
+            if token == eos:
+                continue
+            ranked = sorted(
+                (entry for entry in scores.items() if (entry[1].rank or 0) <= wanted),
+                key=lambda entry: entry[1].rank or 0,
+            )
+            top = tuple((self._text_of(i, p), p.logprob) for i, p in ranked)
+            own = scores[token]
+            out.append(TokenLogprob(self._text_of(token, own), own.logprob, top))
+        return tuple(out)
+
+    def _text_of(self, token: int, scored: Any) -> str:
+        text = scored.decoded_token
+        return text if isinstance(text, str) else str(self.tokenizer.decode([token]))
 
 
 async def _start(factory: Any, args: Any, stat_loggers: list[Any]) -> Any:

@@ -101,3 +101,16 @@ def test_startup_report_example_prints_the_last_start(bundled_model: Deployed) -
     over = report("--budget", "0.001")
     assert over.returncode == 1
     assert "over the budget of 0.001 s" in over.stdout
+
+
+def test_responses_example_streams_the_answer(bundled_model: Deployed) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "responses_stream.py"), "What is the capital of France?"],
+        env=example_env(bundled_model),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Paris" in done.stdout and "status: " in done.stdout
+    assert bundled_model.key not in done.stdout + done.stderr

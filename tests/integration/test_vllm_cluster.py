@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
@@ -23,6 +23,7 @@ from serving.keys import generate_key
 from serving.serve_config import to_serve_application
 from serving.spec import DeploymentSpec
 from tests.conftest import DEPLOY_TIMEOUT_S, Deployed
+from tests.integration.real_clients import CHECKS
 
 pytestmark = [
     pytest.mark.cluster,
@@ -154,3 +155,8 @@ def test_redeploy_in_place_under_load(vllm_model: Deployed) -> None:
             worker.join(timeout=120)
     assert results and all(status == 200 for status in results), results
     assert replica_pids(vllm_model) == pids  # applied in place: the same replica
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=[c.__name__ for c in CHECKS])
+def test_real_client_on_vllm(vllm_model: Deployed, check: Callable[[str, str, str], None]) -> None:
+    check(vllm_model.base_url, vllm_model.key, vllm_model.name)

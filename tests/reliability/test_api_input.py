@@ -84,6 +84,8 @@ chat_body = st.fixed_dictionaries(
         **COMMON,
         "messages": _field(st.lists(message, max_size=3)),
         "max_completion_tokens": _field(st.integers(-1, FUZZ_MAX_LENGTH + 1)),
+        "logprobs": _field(st.booleans()),
+        "top_logprobs": _field(st.integers(-1, 21)),
     },
 )
 completion_body = st.fixed_dictionaries(
@@ -91,6 +93,8 @@ completion_body = st.fixed_dictionaries(
     optional={
         **COMMON,
         "prompt": _field(st.text(max_size=30), st.lists(st.text(max_size=8), max_size=2)),
+        "logprobs": _field(st.integers(-1, 6)),
+        "echo": _field(st.booleans()),
     },
 )
 # Most fuzzed bodies carry some refused field: these are valid, so the sweep reaches the model.
@@ -294,7 +298,7 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
         400,
         "context_length_exceeded",
     ),
-    ("n other than 1", CHAT, {"messages": HELLO, "n": 2}, 400, "n"),
+    ("n above 8", CHAT, {"messages": HELLO, "n": 9}, 400, "n"),
     ("empty stop string", CHAT, {"messages": HELLO, "stop": ""}, 400, "stop"),
     ("empty completions prompt", COMPLETIONS, {"prompt": ""}, 400, "prompt"),
     ("unknown model", CHAT, {"messages": HELLO, "model": "gpt-4"}, 404, "model_not_found"),
@@ -347,25 +351,105 @@ CASES += [
         400,
         "logit_bias",
     ),
+    ("logprobs not a bool", CHAT, {"messages": HELLO, "logprobs": "yes"}, 400, "logprobs"),
+    (
+        "top_logprobs above 20",
+        CHAT,
+        {"messages": HELLO, "logprobs": True, "top_logprobs": 21},
+        400,
+        "top_logprobs",
+    ),
+    ("completions logprobs above 5", COMPLETIONS, {"prompt": "Hi", "logprobs": 6}, 400, "logprobs"),
+    (
+        "completions logprobs a bool",
+        COMPLETIONS,
+        {"prompt": "Hi", "logprobs": True},
+        400,
+        "logprobs",
+    ),
+    ("n not an integer", COMPLETIONS, {"prompt": "Hi", "n": "2"}, 400, "n"),
+    ("too many choices", COMPLETIONS, {"prompt": ["a"] * 4, "n": 5}, 400, "n"),
+    ("too many prompts", COMPLETIONS, {"prompt": ["a"] * 17}, 400, "prompt"),
+    ("echo not a bool", COMPLETIONS, {"prompt": "Hi", "echo": "yes"}, 400, "echo"),
+    (
+        "echo with logprobs refused",
+        COMPLETIONS,
+        {"prompt": "Hi", "echo": True, "logprobs": 1},
+        400,
+        "echo",
+    ),
+    ("one empty prompt of several", COMPLETIONS, {"prompt": ["Hi", ""]}, 400, "prompt"),
+]
+RESPONSES = "/v1/responses"
+CASES += [
+    ("responses without input", RESPONSES, {}, 400, "input"),
+    ("responses input a number", RESPONSES, {"input": 5}, 400, "input"),
+    (
+        "responses previous_response_id refused",
+        RESPONSES,
+        {"input": "Hi", "previous_response_id": "resp_x"},
+        400,
+        "previous_response_id",
+    ),
+    (
+        "responses unknown input item",
+        RESPONSES,
+        {"input": [{"type": "file_search_call"}]},
+        400,
+        "input.0.type",
+    ),
+    (
+        "responses non-function tool",
+        RESPONSES,
+        {"input": "Hi", "tools": [{"type": "web_search"}]},
+        400,
+        "tools.0.type",
+    ),
+    (
+        "responses text format not a schema",
+        RESPONSES,
+        {
+            "input": "Hi",
+            "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nope"}}},
+        },
+        400,
+        "text.format",
+    ),
+    (
+        "responses max_output_tokens 0",
+        RESPONSES,
+        {"input": "Hi", "max_output_tokens": 0},
+        400,
+        "max_output_tokens",
+    ),
+    (
+        "responses max_output_tokens above the limit",
+        RESPONSES,
+        {"input": "Hi", "max_output_tokens": 10**6},
+        400,
+        "max_output_tokens",
+    ),
+    (
+        "responses message without content",
+        RESPONSES,
+        {"input": [{"role": "user"}]},
+        400,
+        "input",
+    ),
+    ("responses answers", RESPONSES, {"input": "Hi", "max_output_tokens": 2}, 200, None),
 ]
 # Fields this deployment does not implement: each refused with a 400 naming it.
 REFUSED: list[tuple[str, str, Any]] = [
     (CHAT, "functions", [{"name": "f"}]),
     (CHAT, "function_call", {"name": "f"}),
-    (CHAT, "logprobs", True),
     (CHAT, "modalities", ["audio"]),
     (CHAT, "audio", {"voice": "alloy"}),
     (CHAT, "prediction", {"type": "content", "content": "x"}),
     (CHAT, "reasoning_effort", "high"),
     (CHAT, "verbosity", "high"),
     (CHAT, "web_search_options", {}),
-    (CHAT, "n", 2),
-    (COMPLETIONS, "n", 2),
-    (COMPLETIONS, "logprobs", 2),
-    (COMPLETIONS, "echo", True),
     (COMPLETIONS, "suffix", "!"),
     (COMPLETIONS, "best_of", 3),
-    (COMPLETIONS, "prompt", ["a", "b"]),
     (COMPLETIONS, "prompt", [15496, 11]),
 ]
 CASES += [

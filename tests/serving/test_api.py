@@ -285,7 +285,7 @@ CHAT_ERRORS: list[tuple[Any, int, str | None, str | None]] = [
     ({"messages": FRANCE, "max_tokens": 0}, 400, "max_tokens", None),
     ({"messages": FRANCE, "max_tokens": 65}, 400, "max_tokens", None),
     ({"messages": FRANCE, "max_tokens": 1.5}, 400, "max_tokens", None),
-    ({"messages": FRANCE, "n": 2}, 400, "n", None),
+    ({"messages": FRANCE, "n": 9}, 400, "n", None),
     ({"messages": FRANCE, "stop": ""}, 400, "stop", None),
     ({"messages": FRANCE, "stop": ["a", ""]}, 400, "stop", None),
     ({"messages": FRANCE, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),

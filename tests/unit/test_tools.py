@@ -37,7 +37,6 @@ def test_a_forced_call_admits_the_chosen_tools(fields: dict[str, Any], names: li
     ("fields", "fmt", "words"),
     [
         ({"tools": [F]}, None, "has none"),
-        ({"tools": [F], "tool_choice": "auto"}, "hermes", "not supported"),
         (
             {"tools": [F], "tool_choice": {"type": "function", "function": {"name": "x"}}},
             None,
@@ -131,3 +130,10 @@ def test_a_tool_loop_as_text_for_any_other_template() -> None:
     assert messages[0]["role"] == "system" and '"name": "f"' in messages[0]["content"]
     assert messages[2] == {"role": "assistant", "content": '{"name": "f", "arguments": {"a": 1}}'}
     assert messages[3] == {"role": "user", "content": "Result of f (c1): 21"}
+
+
+@pytest.mark.parametrize("choice", [None, "auto"])
+def test_auto_with_a_format_reads_the_answer_in_it(choice: str | None) -> None:
+    planned = plan(body(tools=[F], tool_choice=choice), "hermes")
+    assert planned.auto_format == "hermes" and not planned.forces_call
+    assert [tool.function.name for tool in planned.tools] == ["f"]
