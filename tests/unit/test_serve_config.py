@@ -106,11 +106,21 @@ def test_change_kind(change: dict, kind: str) -> None:
     assert change_kind(FULL, FULL.model_copy(update=change)) == kind
 
 
-def test_auto_engine_is_vllm_on_gpus_and_transformers_on_cpu() -> None:
+def test_auto_engine_is_vllm_on_gpus_and_llamacpp_for_a_gguf_on_cpu() -> None:
     assert FULL.model_copy(update={"engine": "auto"}).effective_engine == "vllm"
     cpu = DeploymentSpec(name="c", model="smollm2-135m-instruct", hardware="cpu")
-    assert cpu.effective_engine == "transformers"
+    assert cpu.effective_engine == "llamacpp"
     assert cpu.model_copy(update={"engine": "vllm"}).effective_engine == "vllm"
+    hub = cpu.model_copy(update={"model": "hf:org/model"})
+    assert hub.effective_engine == "transformers"
+
+
+def test_llamacpp_sizes_its_slots_at_start_so_a_batch_change_replaces_replicas() -> None:
+    cpu = DeploymentSpec(name="c", model="smollm2-135m-instruct", hardware="cpu", batch_size=4)
+    assert to_serve_application(cpu)["args"]["max_num_seqs"] == 4
+    assert change_kind(cpu, cpu.model_copy(update={"batch_size": 8})) == "rolling"
+    tf = cpu.model_copy(update={"engine": "transformers"})
+    assert "max_num_seqs" not in to_serve_application(tf)["args"]
 
 
 def test_vllm_sizes_its_batch_at_start_so_a_batch_change_replaces_replicas() -> None:
