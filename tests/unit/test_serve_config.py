@@ -152,3 +152,16 @@ def test_a_field_missing_from_an_older_application_takes_its_default() -> None:
     del app["deployments"][0]["autoscaling_config"]["downscale_delay_s"]
     rebuilt, _ = from_serve_application(app)
     assert rebuilt == FULL.model_copy(update={"top_k": 50, "scale_down_delay": 600})
+
+
+def test_fit_counts_a_gguf_at_its_file_size_on_llamacpp() -> None:
+    cpu = DeploymentSpec(
+        name="c", model="smollm2-135m-instruct", hardware="cpu", max_length=1000, batch_size=4
+    )
+    quantized = check_fit(cpu)
+    dequantized = check_fit(cpu.model_copy(update={"engine": "transformers"}))
+    # The bundled Q4_1 file is 98 MB; as 32-bit floats its 135 M parameters are 540 MB.
+    assert 0.09 < quantized.weights_gb < 0.1 and dequantized.weights_gb == 0.135 * 4
+    # 16-bit keys and values: 30 layers x 3 KV heads x 64 x 2 x 2 bytes per token.
+    assert quantized.cache_gb == 30 * 3 * 64 * 2 * 2 * 1000 * 4 / 1e9
+    assert quantized.fits is True
