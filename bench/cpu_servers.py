@@ -210,7 +210,18 @@ def page(result: dict[str, Any]) -> str:
     lines += ["| engine | MB |", "| --- | --- |"]
     for engine, data in result["gale"].items():
         lines.append(f"| {engine} | {data['rss_mb']} |")
-    lines += ["", f"![tokens/s by concurrency]({PLOT.name})", ""]
+    lines += [
+        "",
+        "A replica's memory is its Python process (the API, the tokenizer, torch) plus what "
+        "it started: for llama.cpp, llama-server with the GGUF mapped as it is (quantized) and "
+        f"a 16-bit KV pool of {result['llama_server_settings']['context_size']} tokens "
+        "sized from the profile; for vLLM, its engine core with bfloat16 weights and its "
+        "KV cache. The machine is shared: figures move between runs, ratios within one "
+        "minute of each other are what this page compares.",
+        "",
+        f"![tokens/s by concurrency]({PLOT.name})",
+        "",
+    ]
     return "\n".join(lines)
 
 
