@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test unit integration lint typecheck check clean
 
-install: $(STAMP)
+install: $(STAMP) $(BIN)/llama-server
 
 # Quick when nothing changed: redone only when pyproject.toml does.
 # One resolve for every extra, so vLLM's pins (transformers, fastapi, numpy) hold.
@@ -21,6 +21,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[serve,dev,vllm]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(STAMP)
+
+# llama.cpp's server for the llama.cpp engine, built from the source llama-cpp-python
+# vendors (server target only, AVX2). Cached in ~/.cache/gale/build: rebuilt only when
+# the script (version, flags) changes, so a new venv copies it in a second.
+$(BIN)/llama-server: scripts/build-llama-server.sh | $(STAMP)
+	scripts/build-llama-server.sh $(BIN)/pip $@
 
 # The main job on the embedded default: the bundled model, no prompts.
 demo: install
@@ -44,7 +50,7 @@ check: lint typecheck test
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: bench bench-serving bench-vllm reliability
+.PHONY: bench bench-serving bench-vllm bench-cpu reliability
 
 # Serving throughput: endpoint vs in-process at concurrency 1 and 8, batch size 1 and 8.
 # Starts (and stops) its own local Ray head; writes bench-results/serving.json.
@@ -55,6 +61,12 @@ bench-serving: install
 # 1, 8, 32, 64 and staggered arrivals; writes docs/vllm-vs-serve.md. About 8 minutes.
 bench-vllm: install
 	$(BIN)/python -m bench.vllm_vs_serve
+
+# gale with each engine and auto against `vllm serve` and `llama-server` on CPU at
+# concurrency 1, 8, 32, 64, alternated; writes docs/cpu-servers.{md,png}. About 20 minutes
+# on 2 cores; `$(BIN)/python -m bench.cpu_servers --quick` is the short run.
+bench-cpu: install
+	$(BIN)/python -m bench.cpu_servers
 
 # Every benchmark figure beside its reference; writes docs/benchmarks.{json,md,png}.
 # `$(BIN)/python -m bench --quick` is the short run.

@@ -2,7 +2,7 @@
 # Ask a gale deployment a question with curl.
 #   GALE_ENDPOINT=$(gale endpoint my-bot) GALE_API_KEY=gale-... examples/curl_chat.sh "Hello!"
 set -euo pipefail
-question=${1:-"What is the capital of France?"}
+question=${1:-"Which city is the capital of France?"}
 model=${GALE_MODEL:-$(basename "$(dirname "$GALE_ENDPOINT")")}
 body=$(python3 -c 'import json, sys; print(json.dumps({"model": sys.argv[1], "temperature": 0,
   "messages": [{"role": "user", "content": sys.argv[2]}]}))' "$model" "$question")

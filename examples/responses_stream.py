@@ -2,7 +2,7 @@
 
 export GALE_ENDPOINT=$(gale endpoint my-bot)   # ends in /v1
 export GALE_API_KEY=gale-...                   # from `gale deploy` or `gale keys create`
-python examples/responses_stream.py "What is the capital of France?"
+python examples/responses_stream.py "Which city is the capital of France?"
 
 `responses.create(stream=True)` yields OpenAI's typed events; the text arrives in
 `response.output_text.delta` events and the whole response in the last one.
@@ -22,7 +22,7 @@ def main() -> None:
     client = OpenAI(base_url=os.environ["GALE_ENDPOINT"], api_key=os.environ["GALE_API_KEY"])
     # A deployment serves one model, listed under the deployment's name.
     model = client.models.list().data[0].id
-    question = sys.argv[1] if len(sys.argv) > 1 else "What is the capital of France?"
+    question = sys.argv[1] if len(sys.argv) > 1 else "Which city is the capital of France?"
     stream = client.responses.create(
         model=model,
         instructions="Answer in one sentence.",

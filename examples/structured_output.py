@@ -2,7 +2,7 @@
 
 export GALE_ENDPOINT=$(gale endpoint my-bot)   # ends in /v1
 export GALE_API_KEY=gale-...                   # from `gale deploy` or `gale keys create`
-python examples/structured_output.py "What is the capital of France?"
+python examples/structured_output.py "Which city is the capital of France?"
 
 `chat.completions.parse` sends the model's JSON schema as `response_format`; gale
 constrains decoding to it, so the answer parses into the pydantic model.
@@ -30,7 +30,7 @@ def main() -> None:
     client = OpenAI(base_url=endpoint, api_key=os.environ["GALE_API_KEY"])
     # A deployment serves one model, listed under the deployment's name.
     model = client.models.list().data[0].id
-    question = sys.argv[1] if len(sys.argv) > 1 else "What is the capital of France?"
+    question = sys.argv[1] if len(sys.argv) > 1 else "Which city is the capital of France?"
     reply = client.chat.completions.parse(
         model=model,
         messages=[{"role": "user", "content": question}],

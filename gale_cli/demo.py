@@ -16,7 +16,7 @@ from gale_cli.session import open_session
 from serving.spec import DeploymentSpec
 
 NAME = "smollm2-demo"
-QUESTION = "What is the capital of France?"
+QUESTION = "Which city is the capital of France?"
 SPEC = DeploymentSpec(
     name=NAME,
     description="The bundled SmolLM2 135M Instruct, deployed by `make demo`",

@@ -39,16 +39,48 @@ class FitVerdict:
 
 
 def check_fit(spec: DeploymentSpec) -> FitVerdict:
-    """Estimate memory for the spec's model on its hardware profile."""
+    """Estimate memory for the spec's model on its hardware profile.
+
+    The llama.cpp engine keeps a GGUF's weights as they are in the file (quantized) and
+    its KV cache in 16-bit; the others dequantize: 16-bit on GPUs, 32-bit floats on CPU.
+    """
+    if spec.effective_engine == "llamacpp":
+        found = _gguf_figures(spec)
+        if found is not None:
+            weights, per_token = found
+            return _verdict(spec, weights, per_token * spec.max_length * spec.batch_size)
     entry = spec.model_ref.catalog_entry
     if entry is None:
         return FitVerdict(fits=None)
     profile = spec.profile
-    # GPUs serve in 16-bit; the CPU engine computes in 32-bit floats.
     bytes_per_value = 2 if profile.is_gpu else 4
     weights = entry.params_b * 1e9 * bytes_per_value
     per_token = 2 * entry.layers * entry.kv_heads * entry.head_dim * bytes_per_value
-    cache = per_token * spec.max_length * spec.batch_size
+    return _verdict(spec, weights, per_token * spec.max_length * spec.batch_size)
+
+
+def _gguf_figures(spec: DeploymentSpec) -> tuple[float, float] | None:
+    """A GGUF's size on disk and its 16-bit KV bytes per token, when the file is here."""
+    from pathlib import Path
+
+    from serving import catalog
+
+    ref = spec.model_ref
+    entry = ref.catalog_entry
+    path: Path | None = Path(ref.value) if ref.kind == "path" else None
+    if entry is not None and entry.source.package and entry.source.file:
+        path = catalog.packaged_file(entry.source.package, entry.source.file)
+    if path is None or not path.is_file():
+        return None
+    if entry is not None:
+        return path.stat().st_size, 2 * entry.layers * entry.kv_heads * entry.head_dim * 2
+    from serving.engines.llamacpp_server import gguf_shape
+
+    return path.stat().st_size, gguf_shape(str(path)).kv_bytes_per_token
+
+
+def _verdict(spec: DeploymentSpec, weights: float, cache: float) -> FitVerdict:
+    profile = spec.profile
     need = (weights + cache) * HEADROOM
     have = profile.accelerator_memory_gb * GB
     return FitVerdict(

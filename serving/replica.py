@@ -33,9 +33,9 @@ class AppArgs(BaseModel):
 
     model: str
     hardware: str
-    engine: Literal["auto", "transformers", "vllm"] = "auto"
+    engine: Literal["auto", "transformers", "vllm", "llamacpp"] = "auto"
     trust_remote_code: bool = False
-    max_num_seqs: int | None = None  # set for engines that size their batch at start (vLLM)
+    max_num_seqs: int | None = None  # for engines that size their batch at start (vLLM, llama.cpp)
 
     @field_validator("model")
     @classmethod

@@ -87,12 +87,13 @@ def to_serve_application(
 def engine_args(spec: DeploymentSpec) -> dict[str, Any]:
     """The `args`: what the engine is started with (`serving.replica.AppArgs` reads them).
 
-    vLLM sizes its batch at start-up (`max_num_seqs`), so for it the batch size is
-    here, a change replaces replicas, and the replica leaves the user_config's copy
-    to the state; every other engine takes it from user_config alone.
+    vLLM and llama.cpp size their batch at start-up (`max_num_seqs`, llama-server's
+    slots), so for them the batch size is here, a change replaces replicas, and the
+    replica leaves the user_config's copy to the state; the transformers engine
+    takes it from user_config alone.
     """
     args = _kept_at("args", spec)
-    if spec.effective_engine == "vllm":
+    if spec.effective_engine in ("vllm", "llamacpp"):
         args["max_num_seqs"] = spec.batch_size
     return args
 

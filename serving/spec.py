@@ -76,6 +76,15 @@ class ModelRef:
         """The catalog model this refers to, if it is a catalog id."""
         return catalog.models()[self.value] if self.kind == "catalog" else None
 
+    @property
+    def is_gguf(self) -> bool:
+        """Whether this names a GGUF file (a catalog model shipped as one, or a .gguf path);
+        a hub repo's format is known only once it is resolved."""
+        entry = self.catalog_entry
+        if entry is not None:
+            return (entry.source.file or "").endswith(".gguf")
+        return self.kind == "path" and self.value.endswith(".gguf")
+
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -268,11 +277,14 @@ class DeploymentSpec(BaseModel):
         description="A hardware profile id (see `gale hardware`)"
     )
     engine: Annotated[
-        Literal["auto", "transformers", "vllm"],
+        Literal["auto", "transformers", "vllm", "llamacpp"],
         FieldMeta("hardware", "Engine", serve="args", asked=False),
     ] = Field(
         default="auto",
-        description="The inference engine; auto is vLLM on GPU profiles, transformers on CPU",
+        description=(
+            "The inference engine; auto is vLLM on GPU profiles, llama.cpp for GGUF models "
+            "on CPU, transformers otherwise"
+        ),
     )
 
     @field_validator("name", mode="before")
@@ -335,11 +347,14 @@ class DeploymentSpec(BaseModel):
         return parse_model_ref(self.model)
 
     @property
-    def effective_engine(self) -> Literal["transformers", "vllm"]:
-        """The engine replicas run: `auto` is vLLM on GPU profiles, transformers on CPU ones."""
+    def effective_engine(self) -> Literal["transformers", "vllm", "llamacpp"]:
+        """The engine replicas run: `auto` is vLLM on GPU profiles, llama.cpp for a GGUF
+        model on CPU ones, transformers otherwise (see docs/engines.md)."""
         if self.engine != "auto":
             return self.engine
-        return "vllm" if self.profile.is_gpu else "transformers"
+        if self.profile.is_gpu:
+            return "vllm"
+        return "llamacpp" if self.model_ref.is_gguf else "transformers"
 
     @property
     def profile(self) -> catalog.HardwareProfile:

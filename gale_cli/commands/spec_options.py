@@ -158,7 +158,7 @@ OPTIONS: tuple[tuple[str, str, Any, str, str], ...] = (
         "engine",
         "--engine",
         str,
-        "The inference engine; auto is vLLM on GPU profiles, transformers on CPU (auto, transformers or vllm).",
+        "The inference engine; auto is vLLM on GPU profiles, llama.cpp for GGUF models on CPU, transformers otherwise (auto, transformers, vllm or llamacpp).",
         "Hardware",
     ),
 )

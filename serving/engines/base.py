@@ -124,6 +124,8 @@ class Engine(ABC):
     """Token ids run from 0 to one below this (what a logit_bias may name)."""
     device: Literal["cuda", "cpu"]
     device_description: str
+    batch_invariant: bool = True
+    """Whether a greedy answer is the same token for token alone and within a batch."""
     """A human line, e.g. 'CPU (no GPU visible)' or 'CUDA: NVIDIA A10G x1 (bfloat16)'."""
 
     @property

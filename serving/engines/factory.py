@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from serving.catalog import HardwareProfile
     from serving.engines.base import Engine
 
+EngineName = Literal["transformers", "vllm", "llamacpp"]
+ENGINES: tuple[EngineName, ...] = ("transformers", "vllm", "llamacpp")
+
 
 def load_engine(
     model_ref_text: str,
@@ -25,14 +28,13 @@ def load_engine(
 ) -> Engine:
     """Load the model a spec names onto what this replica has (blocking; may take minutes).
 
-    `engine` is the spec's field: "vllm" and "transformers" are honoured as asked
-    (vLLM without a CUDA device runs its CPU build); "auto" is vLLM when this
-    replica sees a CUDA device and vllm is installed, else transformers, which
-    starts in seconds where vLLM's CPU build takes about a minute and a half.
-    `batch_size` is what vLLM sizes its batch by at start (`max_num_seqs`); the
-    transformers engine takes it in place, so a replica leaves it None there and
-    sets it from its user_config. `kv_cache_gb` overrides the vLLM CPU KV cache
-    size the profile implies.
+    `engine` is the spec's field: "vllm", "transformers" and "llamacpp" are
+    honoured as asked (vLLM without a CUDA device runs its CPU build); "auto" is
+    decided by `choose_engine` (docs/engines.md has the figures behind it).
+    `batch_size` is what vLLM and llama.cpp size their batch by at start
+    (`max_num_seqs`, slots); the transformers engine takes it in place, so a
+    replica leaves it None there and sets it from its user_config. `kv_cache_gb`
+    overrides the CPU KV cache size the profile implies (vLLM, llama.cpp).
     """
     from serving import catalog
     from serving.model_source import resolve
@@ -43,15 +45,25 @@ def load_engine(
         else hardware_profile
     )
     source = resolve(model_ref_text, trust_remote_code=trust_remote_code)
-    chosen = choose_engine(engine)
-    if chosen == "vllm":
-        from serving.engines.vllm_engine import VLLMEngine
+    chosen = choose_engine(engine, gguf=source.format == "gguf")
+    if chosen in ("vllm", "llamacpp") and batch_size is None:
         from serving.spec import DeploymentSpec
 
-        if batch_size is None:
-            # `auto` chose vLLM where the spec expected transformers (a GPU it did not
-            # ask for), so the args carry no max_num_seqs: start at the spec's default.
-            batch_size = DeploymentSpec.model_fields["batch_size"].default
+        # `auto` chose an engine that sizes its batch at start where the spec expected
+        # transformers (a GPU it did not ask for), so the args carry no max_num_seqs:
+        # start at the spec's default.
+        batch_size = DeploymentSpec.model_fields["batch_size"].default
+    if chosen == "llamacpp":
+        from serving.engines.llamacpp_engine import LlamaCppEngine
+
+        assert batch_size is not None
+        return LlamaCppEngine.load(
+            source, profile=profile, parallel=batch_size, kv_cache_gb=kv_cache_gb
+        )
+    if chosen == "vllm":
+        from serving.engines.vllm_engine import VLLMEngine
+
+        assert batch_size is not None
         return VLLMEngine.load(
             source, profile=profile, max_num_seqs=batch_size, kv_cache_gb=kv_cache_gb
         )
@@ -63,19 +75,35 @@ def load_engine(
     return loaded
 
 
-def choose_engine(engine: str, gpu_ready: bool | None = None) -> Literal["transformers", "vllm"]:
+def choose_engine(
+    engine: str,
+    gpu_ready: bool | None = None,
+    *,
+    gguf: bool = False,
+    llamacpp_ready: bool | None = None,
+) -> EngineName:
     """The engine a replica runs for the spec's `engine` field; auto is decided here.
 
-    `gpu_ready`: whether this replica has a CUDA device and vllm imports (found
-    out when None).
+    `auto`: vLLM where the replica has a CUDA device and vllm imports (`gpu_ready`);
+    on CPU, llama.cpp for a GGUF source when llama-server is installed
+    (`llamacpp_ready`), else transformers. Both are found out when None.
     """
-    if engine in ("transformers", "vllm"):
+    if engine in ENGINES:
         return engine  # type: ignore[return-value]
     if engine != "auto":
-        raise ModelLoadError(f"unknown engine '{engine}'; use auto, transformers or vllm")
+        raise ModelLoadError(f"unknown engine '{engine}'; use auto, transformers, vllm or llamacpp")
     if gpu_ready is None:
         gpu_ready = _has_cuda() and _vllm_importable()
-    return "vllm" if gpu_ready else "transformers"
+    if gpu_ready:
+        return "vllm"
+    if gguf:
+        if llamacpp_ready is None:
+            from serving.engines.llamacpp_server import server_binary
+
+            llamacpp_ready = server_binary() is not None
+        if llamacpp_ready:
+            return "llamacpp"
+    return "transformers"
 
 
 def _has_cuda() -> bool:

@@ -63,7 +63,7 @@ def test_a_person_deploys_for_real_with_the_wizard(
         f"{url}/chat/completions",
         json={
             "model": NAME,
-            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "messages": [{"role": "user", "content": "Which city is the capital of France?"}],
             "max_tokens": 24,
         },
         headers={"Authorization": f"Bearer {key}"},

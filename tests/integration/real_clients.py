@@ -68,7 +68,7 @@ def openai_parse(base_url: str, key: str, name: str) -> None:
 def openai_responses(base_url: str, key: str, name: str) -> None:
     """responses.create, whole and streamed, and a forced call through it."""
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
-    asked = "What is the capital of France?"
+    asked = "Which city is the capital of France?"
     whole = client.responses.create(model=name, input=asked, max_output_tokens=24, temperature=0)
     assert "Paris" in whole.output_text
     text, kinds = "", []

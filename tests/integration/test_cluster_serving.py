@@ -17,7 +17,7 @@ from serving.keys import generate_key
 from tests.conftest import Deployed
 
 pytestmark = pytest.mark.cluster
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
 FOREIGN = {
     "name": "foreign",
     "route_prefix": "/foreign",

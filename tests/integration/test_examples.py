@@ -27,7 +27,7 @@ def example_env(bundled_model: Deployed) -> dict[str, str]:
 
 def test_openai_example_streams_the_answer(bundled_model: Deployed) -> None:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "openai_chat.py"), "What is the capital of France?"],
+        [sys.executable, str(EXAMPLES / "openai_chat.py"), "Which city is the capital of France?"],
         env=example_env(bundled_model),
         capture_output=True,
         text=True,
@@ -40,7 +40,7 @@ def test_openai_example_streams_the_answer(bundled_model: Deployed) -> None:
 
 def test_curl_example_gets_a_chat_completion(bundled_model: Deployed) -> None:
     done = subprocess.run(
-        ["bash", str(EXAMPLES / "curl_chat.sh"), "What is the capital of France?"],
+        ["bash", str(EXAMPLES / "curl_chat.sh"), "Which city is the capital of France?"],
         env=example_env(bundled_model),
         capture_output=True,
         text=True,
@@ -54,7 +54,11 @@ def test_curl_example_gets_a_chat_completion(bundled_model: Deployed) -> None:
 
 def test_structured_output_example_parses_the_answer(bundled_model: Deployed) -> None:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "structured_output.py"), "What is the capital of France?"],
+        [
+            sys.executable,
+            str(EXAMPLES / "structured_output.py"),
+            "Which city is the capital of France?",
+        ],
         env=example_env(bundled_model),
         capture_output=True,
         text=True,
@@ -105,7 +109,7 @@ def test_startup_report_example_prints_the_last_start(bundled_model: Deployed) -
 
 def test_responses_example_streams_the_answer(bundled_model: Deployed) -> None:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "responses_stream.py"), "What is the capital of France?"],
+        [sys.executable, str(EXAMPLES / "responses_stream.py"), "Which city is the capital of France?"],
         env=example_env(bundled_model),
         capture_output=True,
         text=True,

@@ -26,7 +26,7 @@ from tests.conftest import gale
 pytestmark = [pytest.mark.cluster, pytest.mark.model]
 
 NAME = "life"
-QUESTION = "What is the capital of France?"
+QUESTION = "Which city is the capital of France?"
 LOAD_THREADS = 3
 LOAD_MAX_REQUESTS = 5000
 LOAD_MAX_SECONDS = 400

@@ -65,7 +65,7 @@ def test_restore_after_the_cluster_restarts(
     client = openai.OpenAI(base_url=endpoint, api_key=before["api_key"], max_retries=0)
     reply = client.chat.completions.create(
         model=NAME,
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        messages=[{"role": "user", "content": "Which city is the capital of France?"}],
         max_tokens=24,
     )
     assert "Paris" in (reply.choices[0].message.content or "")

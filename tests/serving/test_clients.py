@@ -29,7 +29,7 @@ async def test_openai_sdk(
 ) -> None:
     app = build_api(engine, state)
     client = sdk(app, keys["main"][0])
-    question = [{"role": "user", "content": "What is the capital of France?"}]
+    question = [{"role": "user", "content": "Which city is the capital of France?"}]
     reply = await client.chat.completions.create(model="demo", messages=question, max_tokens=16)
     assert "Paris" in (reply.choices[0].message.content or "")
     pieces = []

@@ -14,7 +14,7 @@ from serving.engines.transformers_engine import TransformersEngine
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
 
 QUESTIONS = [
-    "What is the capital of France?",
+    "Which city is the capital of France?",
     "Name a colour.",
     "What is 2 plus 2?",
     "Say hello in Spanish and then explain why greetings matter in every culture.",

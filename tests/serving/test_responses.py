@@ -17,7 +17,7 @@ from tests.serving.test_clients import sdk
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
 
-QUESTION = "What is the capital of France?"
+QUESTION = "Which city is the capital of France?"
 WEATHER = {
     "type": "function",
     "name": "weather",

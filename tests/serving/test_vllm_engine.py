@@ -22,7 +22,7 @@ from serving.model_cache import hf_folder
 from serving.model_source import ModelSource
 from tests.serving.conftest import BUNDLED
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
 LONG = [{"role": "user", "content": "Write a very long story about the sea and its ships."}]
 
 

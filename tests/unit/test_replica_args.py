@@ -13,7 +13,8 @@ from serving.spec import DeploymentSpec
 
 
 @pytest.mark.parametrize(
-    ("engine", "max_num_seqs"), [("transformers", None), ("vllm", 16), ("auto", None)]
+    ("engine", "max_num_seqs"),
+    [("transformers", None), ("vllm", 16), ("llamacpp", 16), ("auto", 16)],
 )
 def test_args_of_every_engine_validate(engine: str, max_num_seqs: int | None) -> None:
     spec = DeploymentSpec(
@@ -21,7 +22,8 @@ def test_args_of_every_engine_validate(engine: str, max_num_seqs: int | None) ->
     )
     args = AppArgs.model_validate(to_serve_application(spec)["args"])
     assert (args.model, args.hardware, args.engine) == ("smollm2-135m-instruct", "cpu", engine)
-    # The batch size reaches a replica by one route: args for vLLM, user_config otherwise.
+    # The batch size reaches a replica by one route: args for vLLM and llama.cpp (auto on a
+    # GGUF on CPU), user_config otherwise.
     assert args.max_num_seqs == max_num_seqs
 
 

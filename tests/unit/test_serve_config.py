@@ -106,11 +106,21 @@ def test_change_kind(change: dict, kind: str) -> None:
     assert change_kind(FULL, FULL.model_copy(update=change)) == kind
 
 
-def test_auto_engine_is_vllm_on_gpus_and_transformers_on_cpu() -> None:
+def test_auto_engine_is_vllm_on_gpus_and_llamacpp_for_a_gguf_on_cpu() -> None:
     assert FULL.model_copy(update={"engine": "auto"}).effective_engine == "vllm"
     cpu = DeploymentSpec(name="c", model="smollm2-135m-instruct", hardware="cpu")
-    assert cpu.effective_engine == "transformers"
+    assert cpu.effective_engine == "llamacpp"
     assert cpu.model_copy(update={"engine": "vllm"}).effective_engine == "vllm"
+    hub = cpu.model_copy(update={"model": "hf:org/model"})
+    assert hub.effective_engine == "transformers"
+
+
+def test_llamacpp_sizes_its_slots_at_start_so_a_batch_change_replaces_replicas() -> None:
+    cpu = DeploymentSpec(name="c", model="smollm2-135m-instruct", hardware="cpu", batch_size=4)
+    assert to_serve_application(cpu)["args"]["max_num_seqs"] == 4
+    assert change_kind(cpu, cpu.model_copy(update={"batch_size": 8})) == "rolling"
+    tf = cpu.model_copy(update={"engine": "transformers"})
+    assert "max_num_seqs" not in to_serve_application(tf)["args"]
 
 
 def test_vllm_sizes_its_batch_at_start_so_a_batch_change_replaces_replicas() -> None:
@@ -158,3 +168,16 @@ def test_key_limits_round_trip_in_user_config_and_unset_ones_stay_out() -> None:
     assert "tpm" not in stored[0] and "rpm" not in stored[1]  # replicas of older gale read them
     assert change_kind(FULL, spec) == "in-place"
     assert from_serve_application(app) == (spec, [limited, plain])
+
+
+def test_fit_counts_a_gguf_at_its_file_size_on_llamacpp() -> None:
+    cpu = DeploymentSpec(
+        name="c", model="smollm2-135m-instruct", hardware="cpu", max_length=1000, batch_size=4
+    )
+    quantized = check_fit(cpu)
+    dequantized = check_fit(cpu.model_copy(update={"engine": "transformers"}))
+    # The bundled Q4_1 file is 98 MB; as 32-bit floats its 135 M parameters are 540 MB.
+    assert 0.09 < quantized.weights_gb < 0.1 and dequantized.weights_gb == 0.135 * 4
+    # 16-bit keys and values: 30 layers x 3 KV heads x 64 x 2 x 2 bytes per token.
+    assert quantized.cache_gb == 30 * 3 * 64 * 2 * 2 * 1000 * 4 / 1e9
+    assert quantized.fits is True

@@ -166,7 +166,7 @@ def test_model_references_parse(text: str, kind: str, value: str, revision: str 
         ("top_k", "at least 1"),
         ("description", "up to 500 characters"),
         ("tags", "up to 20, each 1 to 32 characters"),
-        ("engine", "auto, transformers or vllm"),
+        ("engine", "auto, transformers, vllm or llamacpp"),
         ("name", ""),
     ],
 )

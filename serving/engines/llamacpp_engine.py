@@ -1,0 +1,291 @@
+"""The llama.cpp engine: GGUF models at their quantized size, batched by llama.cpp.
+
+The replica runs llama.cpp's own server (`llama-server`, see
+`serving.engines.llamacpp_server`) on a loopback port and hands it each
+request as token ids on its native `/completion` endpoint; gale's API layer
+stays in front, so keys, errors, tools and the OpenAI shapes are the same as
+with the other engines. llama.cpp decodes every busy slot in one step
+(continuous batching); a request arriving mid-batch takes a free slot at the
+next step. Tokenizing is gale's (the GGUF's own tokenizer, loaded by
+transformers), so chat templates and tools behave as with the transformers engine.
+
+Why the server and not the `llama-cpp-python` bindings: its `Llama` class runs
+one request at a time, and batching across requests through the low-level API
+would mean writing in Python the scheduler llama-server already has in C++
+(docs/engines.md has the figures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from serving.engines.base import (
+    Chunk,
+    Completion,
+    FinishReason,
+    HFTokenizerEngine,
+    SamplingParams,
+    collect,
+)
+from serving.engines.errors import EngineError, ModelLoadError
+from serving.engines.llamacpp_grammar import schema_grammar
+from serving.engines.llamacpp_server import (
+    ServerProcess,
+    ServerSettings,
+    gguf_shape,
+    require_server_binary,
+    server_settings,
+    start_server,
+)
+from serving.engines.vllm_engine import _Slots
+
+if TYPE_CHECKING:
+    import httpx
+
+    from serving.catalog import HardwareProfile
+    from serving.model_source import ModelSource
+
+logger = logging.getLogger("ray.serve")
+
+# Only what the engine reads back: llama-server otherwise echoes every setting.
+RESPONSE_FIELDS = ["content", "stop", "stop_type", "tokens_predicted", "tokens_evaluated"]
+
+
+class LlamaCppEngine(HFTokenizerEngine):
+    """An engine on a llama-server child process, which batches its slots continuously."""
+
+    def __init__(
+        self,
+        server: ServerProcess,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        context_length: int,
+        settings: ServerSettings,
+    ) -> None:
+        self.server = server
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.context_length = context_length
+        self.settings = settings
+        self.device = "cpu"
+        # llama.cpp sums a batch's products in another order than one row's (its
+        # batched matrix kernels), so a near tie between two tokens can go either way.
+        self.batch_invariant = False
+        self.device_description = (
+            f"CPU (llama.cpp, {settings.parallel} slots, {settings.threads} threads)"
+        )
+        self._batch_size = settings.parallel
+        # Per event loop (a replica has one): an HTTP client, which belongs to the loop it
+        # first ran on, and the admission gate of at most `batch_size` requests at once.
+        self._loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, _Slots]
+        ] = weakref.WeakKeyDictionary()
+        self._closed = False
+
+    @classmethod
+    def load(
+        cls,
+        source: ModelSource,
+        profile: HardwareProfile | None,
+        parallel: int,
+        kv_cache_gb: float | None = None,
+    ) -> LlamaCppEngine:
+        """Start llama-server on the source's GGUF file with `parallel` slots (and a KV
+        cache of `kv_cache_gb`, else sized from the profile)."""
+        if source.format != "gguf" or source.gguf_file is None:
+            raise ModelLoadError(
+                f"the llama.cpp engine serves GGUF files; {source.ref} is {source.format} "
+                "(use engine transformers or vllm for it)"
+            )
+        from transformers import AutoTokenizer
+
+        binary = require_server_binary()
+        path = str(Path(source.location) / source.gguf_file)
+        shape = gguf_shape(path)
+        settings = server_settings(
+            profile, shape, Path(path).stat().st_size, parallel, source.context_length, kv_cache_gb
+        )
+        logger.info("gale: starting llama-server on %s with %s", path, settings)
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **source.pretrained_kwargs())
+        server = start_server(binary, path, settings)
+        context = min(settings.context_size, source.context_length or shape.context_length)
+        return cls(
+            server, tokenizer, model_id=source.ref, context_length=context, settings=settings
+        )
+
+    @property
+    def batch_size(self) -> int:
+        """Most requests decoded together: the admission limit, at most llama-server's slots."""
+        return min(self._batch_size, self.settings.parallel)
+
+    def set_batch_size(self, size: int) -> None:
+        """Admit at most `size` requests at once; above the slots llama-server started with
+        the rest wait (its slots are fixed at start: a redeploy raises them)."""
+        if size < 1:
+            raise ValueError("batch size must be at least 1")
+        if size > self.settings.parallel:
+            logger.warning(
+                "gale: batch size %d is above llama-server's %d slots, fixed when the "
+                "engine started; redeploy to raise it",
+                size,
+                self.settings.parallel,
+            )
+        self._batch_size = int(size)
+        for loop, (_, slots) in list(self._loops.items()):
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(slots.set_limit, int(size))
+
+    async def stream(
+        self, prompt_ids: Sequence[int], params: SamplingParams
+    ) -> AsyncIterator[Chunk]:
+        """Yield text as llama-server produces it; leaving early closes the connection,
+        which cancels the request in llama-server and frees its slot."""
+        self.check_request(prompt_ids, params)
+        body = request_body(prompt_ids, params, stream=True)
+        client, slots = self._per_loop()
+        await slots.acquire()
+        try:
+            async with client.stream("POST", "/completion", json=body) as response:
+                if response.status_code != 200:
+                    _refuse(response.status_code, (await response.aread()).decode(errors="replace"))
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    chunk = _chunk(json.loads(line[6:]), len(prompt_ids))
+                    if chunk.text or chunk.finish_reason is not None:
+                        yield chunk
+                    if chunk.finish_reason is not None:
+                        return
+        except _http_errors() as error:
+            raise EngineError(f"llama-server failed: {error}") from error
+        finally:
+            slots.release()
+        raise EngineError("llama-server ended a stream without a finish reason")
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Completion:
+        """Generate to the end in one response (a cancelled caller closes the connection,
+        which llama-server notices and stops the request)."""
+        self.check_request(prompt_ids, params)
+        body = request_body(prompt_ids, params, stream=False)
+        client, slots = self._per_loop()
+        await slots.acquire()
+        try:
+            response = await client.post("/completion", json=body)
+        except _http_errors() as error:
+            raise EngineError(f"llama-server failed: {error}") from error
+        finally:
+            slots.release()
+        if response.status_code != 200:
+            _refuse(response.status_code, response.text)
+
+        async def one() -> AsyncIterator[Chunk]:
+            yield _chunk(response.json(), len(prompt_ids))
+
+        return await collect(one())
+
+    async def close(self) -> None:
+        """Stop llama-server; requests still running fail."""
+        if self._closed:
+            return
+        self._closed = True
+        for loop, (_, slots) in list(self._loops.items()):
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(slots.fail_waiting, EngineError("the engine is closed"))
+        here = self._loops.pop(asyncio.get_running_loop(), None)
+        if here is not None:
+            await here[0].aclose()
+        await asyncio.to_thread(self.server.stop)
+
+    def _per_loop(self) -> tuple[httpx.AsyncClient, _Slots]:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        found = self._loops.get(loop)
+        if found is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+            client = httpx.AsyncClient(base_url=self.server.url, timeout=None, limits=limits)
+            found = (client, _Slots(self._batch_size))
+            self._loops[loop] = found
+        return found
+
+
+def request_body(prompt_ids: Sequence[int], params: SamplingParams, stream: bool) -> dict[str, Any]:
+    """llama-server's /completion request for a prompt and gale's sampling settings.
+
+    Samplers llama.cpp turns on by default (min_p, repeat penalty) are turned off, so a
+    request samples as it does on the other engines; penalties count the whole output
+    (OpenAI's definition) rather than llama.cpp's last 64 tokens. A JSON schema goes as
+    the grammar xgrammar builds for the other engines (compact JSON).
+    """
+    body: dict[str, Any] = {
+        "prompt": list(prompt_ids),
+        "n_predict": params.max_tokens,
+        "stream": stream,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": 0.0,
+        "typical_p": 1.0,
+        "repeat_penalty": 1.0,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "repeat_last_n": params.max_tokens,
+        "dry_multiplier": 0.0,
+        "xtc_probability": 0.0,
+        "stop": list(params.stop),
+        # A prompt's KV reused from an earlier request was computed within another batch,
+        # which can flip a near tie: every prompt is computed afresh, so a greedy answer
+        # does not depend on what ran before it (a few ms of prefill for a short chat).
+        "cache_prompt": False,
+        "response_fields": RESPONSE_FIELDS,
+    }
+    if params.seed is not None:
+        body["seed"] = params.seed % 2**32
+    if params.logit_bias:
+        body["logit_bias"] = [[token, bias] for token, bias in params.logit_bias]
+    if params.json_schema is not None:
+        body["grammar"] = schema_grammar(params.json_schema)
+    return body
+
+
+def _chunk(data: dict[str, Any], prompt_tokens: int) -> Chunk:
+    finish: FinishReason | None = None
+    if data.get("stop"):
+        kind = data.get("stop_type")
+        if kind == "limit":
+            finish = "length"
+        elif kind in ("eos", "word"):
+            finish = "stop"
+        else:
+            raise EngineError(f"llama-server ended the request: {kind}")
+    return Chunk(
+        str(data.get("content", "")),
+        finish,
+        int(data.get("tokens_evaluated") or prompt_tokens),
+        int(data.get("tokens_predicted") or 0),
+    )
+
+
+def _refuse(status: int, text: str) -> None:
+    try:
+        message = json.loads(text)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = text.strip()[:300]
+    if 400 <= status < 500:
+        # What llama.cpp refuses in a request (a schema its grammar converter cannot
+        # handle) is the caller's to fix: the API answers 400.
+        raise ValueError(f"llama.cpp refused the request: {message}")
+    raise EngineError(f"llama-server answered {status}: {message}")
+
+
+def _http_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    return (httpx.HTTPError,)
