@@ -31,6 +31,7 @@ from serving.engines.base import (
     FinishReason,
     HFTokenizerEngine,
     SamplingParams,
+    TokenLogprob,
     collect,
 )
 from serving.engines.errors import EngineError, ModelLoadError
@@ -158,8 +159,8 @@ class LlamaCppEngine(HFTokenizerEngine):
                 async for line in response.aiter_lines():
                     if not line.startswith("data: "):
                         continue
-                    chunk = _chunk(json.loads(line[6:]), len(prompt_ids))
-                    if chunk.text or chunk.finish_reason is not None:
+                    chunk = _chunk(json.loads(line[6:]), len(prompt_ids), params.logprobs)
+                    if chunk.text or chunk.logprobs or chunk.finish_reason is not None:
                         yield chunk
                     if chunk.finish_reason is not None:
                         return
@@ -172,6 +173,10 @@ class LlamaCppEngine(HFTokenizerEngine):
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Completion:
         """Generate to the end in one response (a cancelled caller closes the connection,
         which llama-server notices and stops the request)."""
+        if params.logprobs is not None:
+            # Streamed, llama-server reports each token's probabilities as it comes and
+            # none for the end-of-text token, which OpenAI's list leaves out too.
+            return await collect(self.stream(prompt_ids, params))
         self.check_request(prompt_ids, params)
         body = request_body(prompt_ids, params, stream=False)
         client, slots = self._per_loop()
@@ -246,6 +251,19 @@ def request_body(prompt_ids: Sequence[int], params: SamplingParams, stream: bool
         "cache_prompt": False,
         "response_fields": RESPONSE_FIELDS,
     }
+    if not params.skip_special_tokens:
+        # llama-server decides for the whole server whether text keeps special tokens.
+        raise ValueError(
+            "the llama.cpp engine cannot return a model's special tokens, which reading "
+            "its tool calls needs: use tool_choice 'required' or a named function, or "
+            "deploy with engine vllm or transformers"
+        )
+    if params.logprobs is not None:
+        # Probabilities from the model's own logits, before any sampling setting (as on
+        # the other engines); at least one, so the chosen token's own is reported.
+        body["n_probs"] = max(1, params.logprobs)
+        body["post_sampling_probs"] = False
+        body["response_fields"] = [*RESPONSE_FIELDS, "completion_probabilities"]
     if params.seed is not None:
         body["seed"] = params.seed % 2**32
     if params.logit_bias:
@@ -255,7 +273,23 @@ def request_body(prompt_ids: Sequence[int], params: SamplingParams, stream: bool
     return body
 
 
-def _chunk(data: dict[str, Any], prompt_tokens: int) -> Chunk:
+def _logprobs(data: dict[str, Any], top: int | None) -> tuple[TokenLogprob, ...]:
+    """The tokens' log probabilities in a llama-server answer, `top` alternatives each."""
+    if top is None:
+        return ()
+    return tuple(
+        TokenLogprob(
+            str(entry["token"]),
+            float(entry["logprob"]),
+            tuple((str(alt["token"]), float(alt["logprob"])) for alt in entry["top_logprobs"])[
+                :top
+            ],
+        )
+        for entry in data.get("completion_probabilities") or ()
+    )
+
+
+def _chunk(data: dict[str, Any], prompt_tokens: int, top: int | None = None) -> Chunk:
     finish: FinishReason | None = None
     if data.get("stop"):
         kind = data.get("stop_type")
@@ -270,6 +304,7 @@ def _chunk(data: dict[str, Any], prompt_tokens: int) -> Chunk:
         finish,
         int(data.get("tokens_evaluated") or prompt_tokens),
         int(data.get("tokens_predicted") or 0),
+        _logprobs(data, top),
     )
 
 
