@@ -31,12 +31,17 @@ class Session:
         self.close()
 
 
-def open_session(*, start_local: bool = False) -> Session:
-    """Connect to the configured cluster; with `start_local`, start the embedded default if none runs."""
+def open_session(*, start_local: bool = False, hf_token: bool = False) -> Session:
+    """Connect to the configured cluster; with `start_local`, start the embedded default if none runs.
+
+    With `hf_token` (a Hub model is being deployed) a head started here inherits
+    HF_TOKEN when it is set, so its replicas can download what the CLI could resolve.
+    """
     config = ClusterConfig.from_env()
     embedded = start_local and not os.environ.get("GALE_RAY_ADDRESS") and config.is_local
     if embedded and not local_head_status(config).running:
         output.message("No Ray cluster is running here: starting a local one (`gale cluster up`).")
-        start_local_head(config=config)
+        token = ["HF_TOKEN"] if hf_token and os.environ.get("HF_TOKEN") else []
+        start_local_head(config=config, env=token)
         config = ClusterConfig.from_env()
     return Session(config, ServeClient(config), State(config.gale_home / "state.db"))

@@ -34,6 +34,7 @@ class AppArgs(BaseModel):
     hardware: str
     engine: Literal["auto", "transformers", "vllm"] = "auto"
     trust_remote_code: bool = False
+    model_commit: str | None = None  # the hub commit pinned at deploy time
     max_num_seqs: int | None = None  # set for engines that size their batch at start (vLLM)
 
     @field_validator("model")
@@ -69,6 +70,7 @@ class Replica:
             args.trust_remote_code,
             batch_size=args.max_num_seqs,
             engine=args.engine,
+            model_commit=args.model_commit,
         )
         return cls(args, engine)
 
