@@ -269,11 +269,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_hub(repos: dict[str, HubRepo], host: str = "127.0.0.1") -> Iterator[HubServer]:
-    """Serve `repos` on a free port for the duration of the block."""
+def serve_hub(
+    repos: dict[str, HubRepo], host: str = "127.0.0.1", port: int = 0
+) -> Iterator[HubServer]:
+    """Serve `repos` (on a free port unless given one) for the duration of the block."""
     hub = HubServer(repos)
     handler = type("Handler", (_Handler,), {"hub": hub})
-    server = ThreadingHTTPServer((host, 0), handler)
+    server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     hub.url = f"http://{host}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, name="hubserver", daemon=True)
