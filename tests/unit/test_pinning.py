@@ -120,3 +120,12 @@ def test_gale_deploy_exits_2_naming_the_repo_before_any_cluster(
     assert "--model-commit" in result.stderr  # the hint: how to deploy without asking the Hub
     assert token is None or token not in result.stderr + result.stdout
     assert not [r for r in hub.requests if "/resolve/" in r.path]
+
+
+def test_a_head_started_for_a_hub_model_inherits_hf_token_and_nothing_else() -> None:
+    from gale_cli.session import passed_to_head
+
+    environ = {"HF_TOKEN": "hf_x", "GALE_API_KEY": "gale_x"}
+    assert passed_to_head(True, environ) == ["HF_TOKEN"]
+    assert passed_to_head(False, environ) == []
+    assert passed_to_head(True, {"GALE_API_KEY": "gale_x"}) == []
