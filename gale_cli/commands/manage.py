@@ -86,6 +86,7 @@ def status(
     """A deployment's status and replicas (--watch follows it)."""
     from gale_cli import lifecycle
     from gale_cli.commands.waiting import describe_progress
+    from gale_cli.nodes import where_replicas_run
     from gale_cli.progress import progress_of
     from gale_cli.session import open_session
 
@@ -98,8 +99,16 @@ def status(
                 row["detail"] = describe_progress(
                     live.spec, progress_of(app, session.client.node_resources)
                 )
+                row["replicas_on"], lost = where_replicas_run(app, session.client.nodes())
+                if lost:
+                    row["lost_node"] = lost
+                    row["detail"] = f"{lost[0].upper()}{lost[1:]}. {row['detail']}"
             detail = row.get("detail", row["message"])
-            output.result(row, f"{name}: {row['status']}. {detail}".rstrip(". ") + ".")
+            text = f"{name}: {row['status']}. {detail}".rstrip(". ") + "."
+            for replica in row.get("replicas_on", []):
+                text += f"\n  replica {replica['replica_id']}: {replica['state'].lower()}, "
+                text += f"on node {replica['node']}"
+            output.result(row, text)
             if not watch:
                 return
             time.sleep(2)

@@ -129,3 +129,17 @@ def test_a_head_started_for_a_hub_model_inherits_hf_token_and_nothing_else() -> 
     assert passed_to_head(True, environ) == ["HF_TOKEN"]
     assert passed_to_head(False, environ) == []
     assert passed_to_head(True, {"GALE_API_KEY": "gale_x"}) == []
+
+
+def test_a_variable_named_with_env_reaches_the_head_though_it_looks_secret(
+    tmp_path: Path,
+) -> None:
+    from gale_cli.connection import ClusterConfig
+    from gale_cli.local_head import ray_environment
+
+    config = ClusterConfig(gale_home=tmp_path)
+    environ = {"PATH": "/bin", "HF_TOKEN": "hf_x", "OTHER_TOKEN": "o"}
+    named = ray_environment(config, "t" * 64, ["HF_TOKEN"], environ)
+    assert named["HF_TOKEN"] == "hf_x" and "OTHER_TOKEN" not in named
+    assert named["RAY_AUTH_MODE"] == "token"
+    assert "HF_TOKEN" not in ray_environment(config, "t" * 64, (), environ)
