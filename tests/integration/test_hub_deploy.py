@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from tests.hubserver import MODEL_REPO, V1, HubServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model]
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hub-model.yaml"
 WEIGHTS = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # A token in the deploying environment: it must reach no config, export or output.
 SENTINEL = "hf_galetestsentinel0123456789abcdef"
@@ -28,8 +30,11 @@ def test_a_tag_is_pinned_and_two_replicas_starting_together_download_once(
     ray_cluster: ServeClient, hub_server: HubServer, delete_after: Callable[[str], str]
 ) -> None:
     name = delete_after("hub-model")
+    # The example spec, pointed at the local test Hub's copy of the bundled model.
     deployed = gale(
         "deploy",
+        "-f",
+        str(EXAMPLE),
         "--no-input",
         "--accept-terms",
         "--json",
@@ -37,8 +42,6 @@ def test_a_tag_is_pinned_and_two_replicas_starting_together_download_once(
         name,
         "--model",
         f"hf:{MODEL_REPO}@v1.0",
-        "--hardware",
-        "cpu",
         "--temperature",
         "0",
         "--min-replicas",
