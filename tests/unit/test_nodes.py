@@ -32,7 +32,9 @@ def app(*replicas: dict[str, Any], options: dict[str, Any] | None = None) -> dic
     return {
         "name": "chat",
         "deployments": {"GaleModel": {"replicas": list(replicas)}},
-        "deployed_app_config": {"deployments": [{"ray_actor_options": options or L4_OPTIONS}]},
+        "deployed_app_config": {
+            "deployments": [{"name": "GaleModel", "ray_actor_options": options or L4_OPTIONS}]
+        },
     }
 
 
@@ -117,3 +119,18 @@ def test_join_is_rays_own_start_with_the_nodes_resources(
 def test_bad_joins_say_what_to_give(address: str, options: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         join_command(address, **options)
+
+
+def test_a_replacement_waiting_for_hardware_is_reported_while_serve_says_running() -> None:
+    from gale_cli.progress import progress_of
+
+    waiting = {"replica_id": "r2", "state": "STARTING", "node_id": None}
+    stuck = {**app(waiting), "status": "RUNNING"}
+    stuck["deployments"]["GaleModel"]["target_num_replicas"] = 1
+    progress = progress_of(stuck, lambda: [HEAD["resources_total"]])
+    assert progress.waiting_for_hardware is not None
+    assert "1 × L4" in progress.waiting_for_hardware
+    running = {"replica_id": "r1", "state": "RUNNING", "node_id": WORKER["node_id"]}
+    healthy = {**app(running), "status": "RUNNING"}
+    healthy["deployments"]["GaleModel"]["target_num_replicas"] = 1
+    assert progress_of(healthy, lambda: []).waiting_for_hardware is None
