@@ -181,6 +181,11 @@ class ServeClient:
             return None
         return str(name) if name else None
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node the cluster has known, alive or lost (Ray's State API rows)."""
+        payload = self._request("GET", NODES_PATH, params={"detail": "1"}).json()
+        return list(payload.get("data", {}).get("result", {}).get("result", []))
+
     def node_resources(self) -> list[dict[str, float]]:
         """Total logical resources of each alive node (Ray's State API)."""
         payload = self._request("GET", NODES_PATH, params={"detail": "1"}).json()

@@ -26,6 +26,17 @@ def token_secret(name: str) -> str:
     return f"{name}-ray-token"
 
 
+def hf_token_secret(name: str) -> str:
+    """The Kubernetes Secret a RayService export reads its Hugging Face token from."""
+    return f"{name}-hf-token"
+
+
+def _hub_model(spec: DeploymentSpec) -> bool:
+    ref = spec.model_ref
+    entry = ref.catalog_entry
+    return ref.kind == "hf" or (entry is not None and entry.source.repo is not None)
+
+
 def serve_config(spec: DeploymentSpec, keys: list[KeyRecord]) -> dict[str, Any]:
     """A Serve config file holding this one application."""
     return {
@@ -51,11 +62,27 @@ def rayservice(
     worker_params: dict[str, Any] = {}
     if ray_resources:
         worker_params["resources"] = json.dumps(ray_resources)
-    container = {
+    container: dict[str, Any] = {
         "name": "ray-worker",
         "image": image,
         "resources": {"limits": worker_limits, "requests": worker_limits},
     }
+    if _hub_model(spec):
+        # Replicas download from the Hub with the token in their node's environment, read
+        # from a Secret: never in the Serve config, which the dashboard shows. Optional,
+        # so a public repo needs no Secret.
+        container["env"] = [
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": hf_token_secret(spec.name),
+                        "key": "token",
+                        "optional": True,
+                    }
+                },
+            }
+        ]
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -123,4 +150,11 @@ def dump(document: dict[str, Any]) -> str:
             f"# Create the Ray token Secret first: kubectl create secret generic {secret} "
             '--from-literal=auth_token="$(openssl rand -hex 32)"'
         )
+        containers = document["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]
+        if any("env" in c for c in containers["spec"]["containers"]):
+            hf_secret = hf_token_secret(document["metadata"]["name"])
+            lines.append(
+                f"# For a gated or private Hub model: kubectl create secret generic {hf_secret} "
+                '--from-literal=token="$HF_TOKEN"'
+            )
     return "\n".join(lines) + "\n" + yaml.safe_dump(document, sort_keys=False)

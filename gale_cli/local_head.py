@@ -162,6 +162,17 @@ def _head_env(
     return env
 
 
+def ray_environment(
+    config: ClusterConfig,
+    token: str,
+    extra: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """What a head or a node that gale starts runs with: `head_environment` of this
+    process's environment (or `environ`), the names in `extra`, and Ray's token settings."""
+    return _head_env(config, token, environ, extra)
+
+
 def start_local_head(
     gpus: int = 0,
     accelerator: str | None = None,
@@ -185,14 +196,14 @@ def start_local_head(
     status = local_head_status(config)
     if status.running:
         return status
-    head_env = head_environment(os.environ, env)  # a bad --env fails before anything starts
+    head_environment(os.environ, env)  # a bad --env fails before anything starts
     token = ensure_token(config)
     if config.token is None:
         config = config.with_token(token, str(config.token_file))
     config.gale_home.mkdir(parents=True, exist_ok=True, mode=0o700)
     result = subprocess.run(
         start_command(config, gpus, accelerator),
-        env=_head_env(config, token, head_env),
+        env=ray_environment(config, token, env),
         # Not the caller's directory: replicas must find `serving` as installed.
         cwd=config.gale_home,
         capture_output=True,

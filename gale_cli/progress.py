@@ -32,7 +32,8 @@ def progress_of(app: dict[str, Any], node_resources: NodeResources) -> Progress:
     for name, deployment in (app.get("deployments") or {}).items():
         for replica in deployment.get("replicas") or []:
             counts[replica["state"]] = counts.get(replica["state"], 0) + 1
-        if waiting is None and app.get("status") == "DEPLOYING":
+        # Serve keeps an application RUNNING while a lost replica's replacement waits.
+        if waiting is None and app.get("status") in ("DEPLOYING", "RUNNING", "UNHEALTHY"):
             waiting = hardware_wait(app, name, deployment, node_resources)
     return Progress(app.get("status", "UNKNOWN"), messages(app), counts, waiting)
 

@@ -2,7 +2,8 @@
 
 Only safetensors and GGUF weights are loaded: pickled `*.bin`/`*.pt` files can run
 code when read, so a folder holding only those is refused. Nothing is downloaded
-at import; a hub repo already in the local cache is used without the network.
+at import; a hub repo is fetched once per node into the hub cache (`serving.hub`)
+and loaded from there, and one fetched before is used without the network.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from serving import catalog
+from serving import catalog, hub
 from serving.engines.errors import ModelLoadError
-from serving.spec import ModelRef, parse_model_ref
+from serving.hub import Progress
+from serving.spec import COMMIT, ModelRef, parse_model_ref
 
-PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PICKLED_SUFFIXES = hub.PICKLED_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,18 @@ class ModelSource:
         return kwargs
 
 
-def resolve(ref: str | ModelRef, trust_remote_code: bool = False) -> ModelSource:
-    """Find the weights a reference names; raise ModelLoadError saying what to do if none."""
+def resolve(
+    ref: str | ModelRef,
+    trust_remote_code: bool = False,
+    *,
+    commit: str | None = None,
+    progress: Progress | None = None,
+) -> ModelSource:
+    """Find the weights a reference names; raise ModelLoadError saying what to do if none.
+
+    A Hugging Face repo is fetched at `commit` (the deployment's pin; else its revision
+    is resolved now) into the node's hub cache, reporting `progress(done, total)` in bytes.
+    """
     text = ref if isinstance(ref, str) else _ref_text(ref)
     try:
         parsed = parse_model_ref(text) if isinstance(ref, str) else ref
@@ -57,7 +69,9 @@ def resolve(ref: str | ModelRef, trust_remote_code: bool = False) -> ModelSource
     if parsed.kind == "path":
         return _from_path(text, Path(parsed.value), trust_remote_code, None)
     if parsed.kind == "hf":
-        return _from_hub(text, parsed.value, parsed.revision, trust_remote_code, None)
+        return _from_hub(
+            text, parsed.value, parsed.revision, trust_remote_code, None, commit, progress
+        )
     entry = parsed.catalog_entry
     assert entry is not None
     source = entry.source
@@ -72,7 +86,13 @@ def resolve(ref: str | ModelRef, trust_remote_code: bool = False) -> ModelSource
         return _from_path(text, found, trust_remote_code, entry.context_length)
     if source.repo:
         return _from_hub(
-            text, source.repo, source.revision, trust_remote_code, entry.context_length
+            text,
+            source.repo,
+            source.revision,
+            trust_remote_code,
+            entry.context_length,
+            commit,
+            progress,
         )
     raise ModelLoadError(f"catalog entry {entry.id} names no repo and no packaged file")
 
@@ -133,46 +153,14 @@ def _from_hub(
     revision: str | None,
     trust_remote_code: bool,
     context_length: int | None,
+    commit: str | None,
+    progress: Progress | None,
 ) -> ModelSource:
-    import huggingface_hub
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        folder = huggingface_hub.snapshot_download(repo, revision=revision, local_files_only=True)
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
-        folder = None
-    if folder is not None and any(Path(folder).glob("*.safetensors")):
-        return _from_path(text, Path(folder), trust_remote_code, context_length)
-    try:
-        info = huggingface_hub.model_info(repo, revision=revision, timeout=10)
-    except GatedRepoError:
-        raise ModelLoadError(
-            f"{repo} is gated: accept its license on huggingface.co and set HF_TOKEN on the "
-            "cluster, or pass an absolute local path to a downloaded copy instead"
-        ) from None
-    except HfHubHTTPError as error:
-        raise ModelLoadError(
-            f"the Hugging Face Hub refused {repo} ({error}); check the name and revision, "
-            "or pass an absolute local path to the model folder or .gguf file instead"
-        ) from None
-    except Exception as error:
-        raise ModelLoadError(
-            f"{repo} is not in the local Hugging Face cache and the Hub is unreachable "
-            f"({type(error).__name__}); pass an absolute local path to the model folder "
-            "or .gguf file instead"
-        ) from None
-    files = [sibling.rfilename for sibling in info.siblings or []]
-    if not any(name.endswith(".safetensors") for name in files):
-        raise ModelLoadError(
-            f"{repo} has no *.safetensors weights; gale does not load pickled weights. "
-            "Choose a repo with safetensors, or pass a local path to a converted copy"
+    """Fetch the repo at its pinned commit into the node's hub cache (once) and load from there."""
+    if commit is None:
+        # Pinned by the CLI at deploy time; a config written by hand may lack it.
+        commit = (
+            revision if revision and COMMIT.match(revision) else hub.resolve_commit(repo, revision)
         )
-    return ModelSource(
-        text,
-        "safetensors",
-        repo,
-        revision=revision,
-        local_files_only=False,
-        trust_remote_code=trust_remote_code,
-        context_length=context_length,
-    )
+    folder = hub.download(repo, commit, progress=progress)
+    return _from_path(text, folder, trust_remote_code, context_length)

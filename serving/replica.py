@@ -35,6 +35,7 @@ class AppArgs(BaseModel):
     hardware: str
     engine: Literal["auto", "transformers", "vllm", "llamacpp"] = "auto"
     trust_remote_code: bool = False
+    model_commit: str | None = None  # the hub commit pinned at deploy time
     max_num_seqs: int | None = None  # for engines that size their batch at start (vLLM, llama.cpp)
 
     @field_validator("model")
@@ -62,6 +63,7 @@ class Replica:
     @classmethod
     def load(cls, args: AppArgs) -> Replica:
         """Load the engine `args` name (blocking; may take minutes)."""
+        from serving import startup
         from serving.engines.factory import load_engine
 
         engine = load_engine(
@@ -70,6 +72,8 @@ class Replica:
             args.trust_remote_code,
             batch_size=args.max_num_seqs,
             engine=args.engine,
+            model_commit=args.model_commit,
+            progress=startup.progress_callback(),
         )
         return cls(args, engine)
 

@@ -161,6 +161,15 @@ class DeploymentSpec(BaseModel):
         description="A catalog id, hf:ORG/NAME[@REVISION], or the absolute path of a model "
         "folder or .gguf file"
     )
+    model_commit: Annotated[
+        str | None,
+        FieldMeta("model", "Pinned commit", serve="args", asked=False),
+    ] = Field(
+        default=None,
+        pattern=COMMIT.pattern,
+        description="The Hub commit the model's revision resolved to at deploy time (gale sets "
+        "it; replicas download exactly this commit)",
+    )
     trust_remote_code: Annotated[
         bool, FieldMeta("general", "Trust remote code", serve="args", asked=False, reviewed=False)
     ] = Field(default=False, description="Run the model repository's own Python code")
@@ -304,6 +313,21 @@ class DeploymentSpec(BaseModel):
     def _model_known(cls, value: str) -> str:
         parse_model_ref(value)
         return value.strip()
+
+    @field_validator("model_commit")
+    @classmethod
+    def _commit_of_hub_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        model = info.data.get("model")
+        if value is None or not model:
+            return value
+        ref = parse_model_ref(model)
+        entry = ref.catalog_entry
+        if ref.kind == "path" or (entry is not None and entry.source.repo is None):
+            raise ValueError(f"'{model}' is not a Hugging Face repo: it has no commit to pin")
+        written = ref.revision if entry is None else entry.source.revision
+        if written and COMMIT.match(written) and written != value:
+            raise ValueError(f"'{model}' names commit {written}, not {value}")
+        return value
 
     @field_validator("trust_remote_code")
     @classmethod

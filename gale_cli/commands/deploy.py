@@ -81,12 +81,14 @@ def submit(spec: DeploymentSpec, *, wait: bool, timeout: float) -> None:
     from gale_cli import lifecycle
     from gale_cli.commands.waiting import wait_until_deployed
     from gale_cli.connection import ClusterConfig
+    from gale_cli.pinning import hub_repo, pin
     from gale_cli.session import open_session
     from gale_cli.specinput import check_model_path
 
-    # Before a local head starts: a mistyped path should cost no head start.
+    # Before a local head starts: a mistyped path or repo should cost no head start.
     check_model_path(spec, ClusterConfig.from_env().is_local)
-    with open_session(start_local=True) as session:
+    spec = show_pin(spec, pin(spec))
+    with open_session(start_local=True, hf_token=hub_repo(spec) is not None) as session:
         key = lifecycle.deploy(session.client, session.state, spec)
         result = {
             "name": spec.name,
@@ -106,6 +108,13 @@ def submit(spec: DeploymentSpec, *, wait: bool, timeout: float) -> None:
                 raise
             result["status"] = "Deployed"
     output.result(result, f"'{spec.name}' is {result['status']}.", style="bold green")
+
+
+def show_pin(before: DeploymentSpec, after: DeploymentSpec) -> DeploymentSpec:
+    """Say which commit a Hub revision was pinned to, when gale just resolved it."""
+    if after.model_commit and not before.model_commit:
+        output.message(f"{after.model} is commit {after.model_commit}: every replica loads it.")
+    return after
 
 
 def show_access(result: dict[str, Any]) -> None:

@@ -87,6 +87,7 @@ def status(
     """A deployment's status and replicas (--watch follows it)."""
     from gale_cli import lifecycle
     from gale_cli.commands.waiting import describe_progress
+    from gale_cli.nodes import where_replicas_run
     from gale_cli.session import open_session
     from gale_cli.startup import StartupReader
 
@@ -101,11 +102,19 @@ def status(
                 now = time.time()
                 row["detail"] = describe_progress(live.spec, progress, now)
                 row["starting"] = [start.to_json(now) for start in progress.starting]
+                row["replicas_on"], lost = where_replicas_run(app, session.client.nodes())
+                if lost:
+                    row["lost_node"] = lost
+                    row["detail"] = f"{lost[0].upper()}{lost[1:]}. {row['detail']}"
                 if failure is not None:
                     row["failure"] = failure.to_json()
                     row["detail"] = failure.text(name)
             detail = row.get("detail", row["message"])
-            output.result(row, f"{name}: {row['status']}. {detail}".rstrip(". ") + ".")
+            text = f"{name}: {row['status']}. {detail}".rstrip(". ") + "."
+            for replica in row.get("replicas_on", []):
+                text += f"\n  replica {replica['replica_id']}: {replica['state'].lower()}, "
+                text += f"on node {replica['node']}"
+            output.result(row, text)
             if not watch:
                 return
             time.sleep(2)

@@ -45,8 +45,9 @@ def redeploy(
 ) -> None:
     """Change a deployment (flags, a file, or the wizard pre-filled with its live configuration)."""
     from gale_cli import lifecycle
-    from gale_cli.commands.deploy import ask
+    from gale_cli.commands.deploy import ask, show_pin
     from gale_cli.commands.waiting import wait_until_deployed
+    from gale_cli.pinning import pin, redeploy_values
     from gale_cli.session import open_session
     from gale_cli.specinput import check_model_path, load_spec_file, merge, validate
     from serving.fit import check_fit
@@ -54,11 +55,12 @@ def redeploy(
     changes = merge(load_spec_file(file) if file else {}, flag.spec_values(spec_flags))
     with open_session() as session:
         current = lifecycle.find(session.client, session.state, deployment)
-        values: dict[str, Any] = {**current.spec.model_dump(), **changes}
+        values = redeploy_values(current.spec, changes)
         interactive = output.is_interactive(no_input)
         asked = not changes and interactive
         spec = ask(values) if asked else validate(values)
         check_model_path(spec, session.config.is_local)
+        spec = show_pin(spec, pin(spec))
         change = lifecycle.plan_redeploy(session.client, session.state, deployment, spec)
         verdict = check_fit(spec)
         if verdict.fits is False and not force:

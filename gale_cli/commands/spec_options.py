@@ -15,6 +15,13 @@ OPTIONS: tuple[tuple[str, str, Any, str, str], ...] = (
         "General details",
     ),
     (
+        "model_commit",
+        "--model-commit",
+        str,
+        "The Hub commit the model's revision resolved to at deploy time (gale sets it; replicas download exactly this commit).",
+        "General details",
+    ),
+    (
         "name",
         "--name",
         str,

@@ -13,6 +13,7 @@ from serving.engines.errors import ModelLoadError
 if TYPE_CHECKING:
     from serving.catalog import HardwareProfile
     from serving.engines.base import Engine
+    from serving.hub import Progress
 
 EngineName = Literal["transformers", "vllm", "llamacpp"]
 ENGINES: tuple[EngineName, ...] = ("transformers", "vllm", "llamacpp")
@@ -25,6 +26,9 @@ def load_engine(
     batch_size: int | None = None,
     engine: str = "auto",
     kv_cache_gb: float | None = None,
+    *,
+    model_commit: str | None = None,
+    progress: Progress | None = None,
 ) -> Engine:
     """Load the model a spec names onto what this replica has (blocking; may take minutes).
 
@@ -34,7 +38,9 @@ def load_engine(
     `batch_size` is what vLLM and llama.cpp size their batch by at start
     (`max_num_seqs`, slots); the transformers engine takes it in place, so a
     replica leaves it None there and sets it from its user_config. `kv_cache_gb`
-    overrides the CPU KV cache size the profile implies (vLLM, llama.cpp).
+    overrides the CPU KV cache size the profile implies (vLLM, llama.cpp). A Hugging
+    Face model is fetched at `model_commit` (the deployment's pin), reporting
+    `progress(bytes done, bytes total)`.
     """
     from serving import catalog
     from serving.model_source import resolve
@@ -44,7 +50,9 @@ def load_engine(
         if isinstance(hardware_profile, str)
         else hardware_profile
     )
-    source = resolve(model_ref_text, trust_remote_code=trust_remote_code)
+    source = resolve(
+        model_ref_text, trust_remote_code=trust_remote_code, commit=model_commit, progress=progress
+    )
     chosen = choose_engine(engine, gguf=source.format == "gguf")
     if chosen in ("vllm", "llamacpp") and batch_size is None:
         from serving.spec import DeploymentSpec

@@ -109,7 +109,11 @@ def test_startup_report_example_prints_the_last_start(bundled_model: Deployed) -
 
 def test_responses_example_streams_the_answer(bundled_model: Deployed) -> None:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "responses_stream.py"), "Which city is the capital of France?"],
+        [
+            sys.executable,
+            str(EXAMPLES / "responses_stream.py"),
+            "Which city is the capital of France?",
+        ],
         env=example_env(bundled_model),
         capture_output=True,
         text=True,

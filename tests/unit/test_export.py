@@ -93,3 +93,21 @@ def test_an_export_says_it_is_a_snapshot_of_the_keys(build: Any) -> None:
     text = export.dump(build(SPEC, []))
     assert text.startswith("# A snapshot")
     assert "export again after each key change" in text
+
+
+def test_a_hub_model_reads_its_hf_token_from_a_secret_never_the_manifest() -> None:
+    pinned = SPEC.model_copy(update={"model_commit": "ab" * 20})
+    text = export.dump(export.rayservice(pinned, []))
+    manifest = yaml.safe_load(text)
+    (workers,) = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    (env,) = workers["template"]["spec"]["containers"][0]["env"]
+    assert env["name"] == "HF_TOKEN"
+    assert env["valueFrom"]["secretKeyRef"]["name"] == "support-bot-hf-token"
+    assert "kubectl create secret generic support-bot-hf-token" in text
+    serve = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    assert serve["applications"][0]["args"]["model_commit"] == "ab" * 20
+    assert "HF_TOKEN" not in manifest["spec"]["serveConfigV2"]
+    bundled = SPEC.model_copy(update={"model": "smollm2-135m-instruct", "hardware": "cpu"})
+    local = yaml.safe_load(export.dump(export.rayservice(bundled, [])))
+    containers = local["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert "env" not in containers["containers"][0]

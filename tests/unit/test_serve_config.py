@@ -40,6 +40,9 @@ FULL = DeploymentSpec(
         FULL,
         DeploymentSpec(name="tiny", model="smollm2-135m-instruct", hardware="cpu"),
         DeploymentSpec(name="hub", model="hf:org/model@rev1", hardware="h100-x8"),
+        DeploymentSpec(
+            name="pinned", model="hf:org/model@main", model_commit="ab" * 20, hardware="cpu"
+        ),
     ],
 )
 def test_round_trip_keeps_every_field(spec: DeploymentSpec) -> None:
@@ -76,7 +79,13 @@ def test_cpu_profile_asks_for_no_gpu() -> None:
 
 def test_what_changes_in_place_lives_in_user_config_or_autoscaling() -> None:
     app = to_serve_application(FULL)
-    assert set(app["args"]) == {"model", "hardware", "engine", "trust_remote_code"}
+    assert set(app["args"]) == {
+        "model",
+        "model_commit",
+        "hardware",
+        "engine",
+        "trust_remote_code",
+    }
     params = app["deployments"][0]["user_config"]["parameters"]
     assert (
         params["temperature"] == 0.2
@@ -181,3 +190,37 @@ def test_fit_counts_a_gguf_at_its_file_size_on_llamacpp() -> None:
     # 16-bit keys and values: 30 layers x 3 KV heads x 64 x 2 x 2 bytes per token.
     assert quantized.cache_gb == 30 * 3 * 64 * 2 * 2 * 1000 * 4 / 1e9
     assert quantized.fits is True
+
+
+def test_pinned_commit_reaches_the_replica_args() -> None:
+    from serving.replica import AppArgs
+
+    spec = DeploymentSpec(
+        name="pinned", model="hf:org/model@v1", model_commit="cd" * 20, hardware="cpu"
+    )
+    args = AppArgs.model_validate(to_serve_application(spec)["args"])
+    assert args.model_commit == "cd" * 20
+
+
+def test_an_application_deployed_before_pinning_still_reads_back() -> None:
+    app = to_serve_application(DeploymentSpec(name="old", model="hf:org/m", hardware="cpu"))
+    del app["args"]["model_commit"]
+    spec, _ = from_serve_application(app)
+    assert spec.model_commit is None
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("smollm2-135m-instruct", "not a Hugging Face repo"),
+        ("/models/x.gguf", "not a Hugging Face repo"),
+        ("hf:org/m@" + "ef" * 20, "names commit"),
+    ],
+)
+def test_a_pin_only_for_hub_models_and_agreeing_with_a_written_commit(
+    model: str, message: str
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        DeploymentSpec(name="x", model=model, model_commit="ab" * 20, hardware="cpu")

@@ -438,7 +438,7 @@ def test_questions_come_from_the_field_declarations(field: str, text: str) -> No
 
 def test_steps_ask_every_field_but_those_only_a_flag_sets() -> None:
     asked = [field for fields_of_step in steps().values() for field in fields_of_step]
-    only_flags = ("trust_remote_code", "engine")
+    only_flags = ("trust_remote_code", "engine", "model_commit")
     assert asked == [f for f in fields() if f not in only_flags and not f.startswith("key_")]
     assert list(steps()) == ["model", "general", "parameters", "hardware"]
 
