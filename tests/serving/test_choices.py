@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from serving.engines.base import Engine
 from tests.serving.test_api import FRANCE
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
@@ -94,7 +95,7 @@ async def test_completions_logprobs_in_openai_shape(client: httpx.AsyncClient) -
     assert offsets == scores["text_offset"]
 
 
-async def test_n_choices_whole_and_streamed(client: httpx.AsyncClient) -> None:
+async def test_n_choices_whole_and_streamed(client: httpx.AsyncClient, engine: Engine) -> None:
     body = {"messages": FRANCE, "max_tokens": 8, "temperature": 1.5, "seed": 7, "n": 3}
     answer = await ok(client, CHAT, body)
     texts = [choice["message"]["content"] for choice in answer["choices"]]
@@ -102,7 +103,11 @@ async def test_n_choices_whole_and_streamed(client: httpx.AsyncClient) -> None:
     assert len(set(texts)) > 1, texts  # each choice samples on its own
     assert answer["usage"]["completion_tokens"] >= 3
     again = await ok(client, CHAT, body)
-    assert [c["message"]["content"] for c in again["choices"]] == texts
+    # The same seeds draw the same numbers, but where an engine's logits depend on what
+    # shares the batch (llama.cpp) only the shape of the answers can be compared.
+    same = engine.batch_invariant
+    assert len(again["choices"]) == 3
+    assert not same or [c["message"]["content"] for c in again["choices"]] == texts
     streamed: dict[int, str] = {}
     finished = set()
     for event in await events(client, CHAT, body):
@@ -112,7 +117,8 @@ async def test_n_choices_whole_and_streamed(client: httpx.AsyncClient) -> None:
             )
             if choice["finish_reason"]:
                 finished.add(choice["index"])
-    assert finished == {0, 1, 2} and [streamed[i] for i in range(3)] == texts
+    assert finished == {0, 1, 2} and all(streamed[i] for i in range(3))
+    assert not same or [streamed[i] for i in range(3)] == texts
 
 
 async def test_list_prompts_and_echo(client: httpx.AsyncClient) -> None:
