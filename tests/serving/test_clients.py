@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
+import instructor
 import openai
 import pytest
+from pydantic import BaseModel
 
 from serving.api import ServingState, build_api
 from serving.engines.base import Chunk, Engine, SamplingParams
@@ -47,6 +49,27 @@ async def test_openai_sdk(
         await client.chat.completions.create(model="gpt-4", messages=question)
     with pytest.raises(openai.AuthenticationError):
         await sdk(app, keys["other-deployment"][0]).models.list()
+
+
+class City(BaseModel):
+    name: str
+    country: str
+
+
+async def test_instructor_default_mode_gets_a_valid_object(
+    engine: Engine, state: ServingState, keys: dict[str, tuple[str, KeyRecord]]
+) -> None:
+    # instructor's default mode asks for a forced call of a tool whose parameters are
+    # the model's schema, and validates the arguments into the model.
+    client = instructor.from_openai(sdk(build_api(engine, state), keys["main"][0]))
+    city = await client.chat.completions.create(
+        model="demo",
+        response_model=City,
+        messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+        max_tokens=48,
+        max_retries=0,
+    )
+    assert isinstance(city, City) and city.name and city.country
 
 
 class FailingHalfway(Wrapped):
