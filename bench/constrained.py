@@ -1,13 +1,13 @@
 """The cost of constrained decoding: tokens/s with a JSON schema against without, per engine.
 
 The engine is loaded in process (no Ray): 8 concurrent requests of the same prompt,
-alternately plain and under a JSON schema (xgrammar on both engines), rounds
+alternately plain and under a JSON schema (xgrammar's grammar on every engine), rounds
 interleaved so the machine's drift hits both alike. Each round's figure is its longest
 answer's tokens over the round's time (a row's decoding speed, with 8 rows
 decoding together); the result is the ratio of constrained to plain (target at
 least 0.8).
 
-    python -m bench.constrained [--quick] [--engine transformers|vllm|both]
+    python -m bench.constrained [--quick] [--engine transformers|vllm|llamacpp|all]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from devstack import BUNDLED_MODEL
 from serving.engines.base import Engine, SamplingParams
 
 TARGET = 0.8
+ENGINES = ("transformers", "vllm", "llamacpp")
 CONCURRENCY = 8
 MAX_TOKENS = 64
 SCHEMA = json.dumps(
@@ -91,9 +92,9 @@ def measure(engine_name: str, quick: bool = False) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--engine", choices=["transformers", "vllm", "both"], default="both")
+    parser.add_argument("--engine", choices=[*ENGINES, "all"], default="all")
     args = parser.parse_args(argv)
-    engines = ["transformers", "vllm"] if args.engine == "both" else [args.engine]
+    engines = list(ENGINES) if args.engine == "all" else [args.engine]
     results = [measure(name, args.quick) for name in engines]
     print(json.dumps(results, indent=2))
     return 0 if all(r["meets_target"] for r in results) else 1

@@ -164,7 +164,7 @@ def run(quick: bool = False, engine: str = "auto") -> dict[str, Any]:
     # In process, no head needed: the cost of a JSON schema on each engine.
     suite.section(
         "constrained_decoding",
-        lambda: [constrained.measure(name, quick) for name in ("transformers", "vllm")],
+        lambda: [constrained.measure(name, quick) for name in constrained.ENGINES],
     )
     suite.results["machine_after"] = machine()
     suite.results["duration_s"] = round(time.monotonic() - started, 1)
