@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serving.engines.base import (
+    Activity,
     Chunk,
     Completion,
     FinishReason,
@@ -117,9 +118,21 @@ class LlamaCppEngine(HFTokenizerEngine):
         tokenizer = AutoTokenizer.from_pretrained(source.location, **source.pretrained_kwargs())
         server = start_server(binary, path, settings)
         context = min(settings.context_size, source.context_length or shape.context_length)
-        return cls(
+        engine = cls(
             server, tokenizer, model_id=source.ref, context_length=context, settings=settings
         )
+        if profile is not None and profile.is_gpu:
+            # gale's llama-server build runs on CPU: say so where a profile asked for GPUs.
+            engine.device_description += f"; profile {profile.id} asks for {profile.gpus} GPU(s)"
+        return engine
+
+    def activity(self) -> Activity:
+        """Requests waiting for a slot and requests in llama-server's slots (no cache figure)."""
+        queued = running = 0
+        for _, slots in list(self._loops.values()):
+            queued += len(slots._waiting)
+            running += slots.held
+        return Activity(queued, running, self.batch_size)
 
     @property
     def batch_size(self) -> int:

@@ -272,5 +272,8 @@ def test_the_rate_limits_example_waits_out_its_limit(limited: Limited) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 3 and all(": ok, " in line for line in lines)
-    assert "requests left 1" in lines[0]
+    # Each answer carried the key's headers (which window an answer falls in depends on
+    # how long the script took to start, so the counts themselves are not compared).
+    left = [int(line.split("requests left ")[1].split(",")[0]) for line in lines]
+    assert all(0 <= n <= 2 for n in left), lines  # never above the limit of 2
     assert key not in done.stdout + done.stderr
