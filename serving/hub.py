@@ -15,13 +15,13 @@ download cut mid-file with a range request.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from serving.engines.errors import ModelLoadError
+from serving.file_lock import locked
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) as a download advances."""
@@ -106,7 +106,7 @@ def download(
     locks = cache / ".locks" / "gale"
     locks.mkdir(parents=True, exist_ok=True)
     marker = locks / f"{storage.name}-{commit}{_COMPLETE}"
-    with _locked(locks / f"{storage.name}-{commit}.lock"):
+    with locked(locks / f"{storage.name}-{commit}.lock"):
         if marker.exists() and snapshot.is_dir():
             return _done(snapshot, progress)
         api = HfApi(endpoint=endpoint, token=token)
@@ -261,13 +261,3 @@ def _unreachable(named: str, error: Exception) -> str:
 
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [""])[0]
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -13,18 +13,17 @@ folder that exists is therefore always whole.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from serving.engines.errors import ModelLoadError
+from serving.file_lock import locked
 from serving.model_source import ModelSource
 
 logger = logging.getLogger("ray.serve")
@@ -59,7 +58,7 @@ def hf_folder(
     if final.is_dir():
         return str(final)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{final.name}.lock"):
+    with locked(root / f"{final.name}.lock"):
         if final.is_dir():  # another replica converted it while we waited
             return str(final)
         building = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
@@ -104,13 +103,3 @@ def convert_gguf(source: ModelSource, target: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
