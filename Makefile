@@ -27,9 +27,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # llama.cpp's server for the llama.cpp engine, built from the source llama-cpp-python
-# vendors (server target only, AVX2). Cached in ~/.cache/gale/build: rebuilt only when
-# the script (version, flags) changes, so a new venv copies it in a second.
-$(BIN)/llama-server: scripts/build-llama-server.sh | $(STAMP)
+# vendors (server target only; AMX where this CPU has it, else AVX2). Cached in
+# ~/.cache/gale/build: rebuilt only when the script (version, flags) or a patch
+# changes, so a new venv copies it in a second.
+$(BIN)/llama-server: scripts/build-llama-server.sh $(wildcard scripts/llama-patches/*.patch) | $(STAMP)
 	scripts/build-llama-server.sh $(BIN)/pip $@
 
 # The main job on the embedded default: the bundled model, no prompts.

@@ -81,7 +81,8 @@ class LlamaCppEngine(HFTokenizerEngine):
         # batched matrix kernels), so a near tie between two tokens can go either way.
         self.batch_invariant = False
         self.device_description = (
-            f"CPU (llama.cpp, {settings.parallel} slots, {settings.threads} threads)"
+            f"CPU (llama.cpp, {settings.parallel} slots, {settings.threads} threads, "
+            f"{context_length} tokens per request)"
         )
         self._batch_size = settings.parallel
         # Per event loop (a replica has one): an HTTP client, which belongs to the loop it
@@ -117,7 +118,7 @@ class LlamaCppEngine(HFTokenizerEngine):
         logger.info("gale: starting llama-server on %s with %s", path, settings)
         tokenizer = AutoTokenizer.from_pretrained(source.location, **source.pretrained_kwargs())
         server = start_server(binary, path, settings)
-        context = min(settings.context_size, source.context_length or shape.context_length)
+        context = min(settings.per_request, source.context_length or shape.context_length)
         engine = cls(
             server, tokenizer, model_id=source.ref, context_length=context, settings=settings
         )

@@ -20,10 +20,12 @@ from serving.engines.llamacpp_engine import LlamaCppEngine, request_body
 from serving.engines.llamacpp_grammar import to_gbnf
 from serving.engines.llamacpp_server import (
     GIB,
+    PER_SLOT_MIN_TOKENS,
     RUNTIME_GB,
     GGUFShape,
     gguf_shape,
     server_binary,
+    server_command,
     server_settings,
 )
 from serving.model_source import resolve
@@ -74,14 +76,23 @@ def test_slots_and_kv_pool_from_the_spec_and_profile(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     cpu = catalog.hardware()["cpu"]
     small = server_settings(cpu, SHAPE, 100_000_000, parallel=8, context_length=2048)
-    # Eight slots could each hold a whole 2048-token context: a shared pool of 16384.
+    # Eight slots each hold a whole 2048-token context: a region of its own per slot.
     assert (small.parallel, small.context_size, small.threads) == (8, 8 * 2048, 2)
+    assert not small.unified and small.per_request == 2048
+    assert "--no-kv-unified" in server_command(Path("llama-server"), "m.gguf", 1, small)
     large = server_settings(cpu, SHAPE, 100_000_000, parallel=64, context_length=8192)
     # 64 × 8192 tokens would need 12 GB: the profile's memory less weights and runtime caps it.
     budget = (cpu.memory_gb - 100_000_000 / GIB - RUNTIME_GB) * GIB // SHAPE.kv_bytes_per_token
     assert large.context_size == budget
+    # A region per slot still holds PER_SLOT_MIN_TOKENS: split, a request holds a 64th.
+    assert budget // 64 >= PER_SLOT_MIN_TOKENS
+    assert not large.unified and large.per_request == budget // 64
     pinned = server_settings(cpu, SHAPE, 100_000_000, 64, 8192, kv_cache_gb=0.5)
     assert pinned.context_size == int(0.5 * GIB // SHAPE.kv_bytes_per_token)
+    # Under PER_SLOT_MIN_TOKENS a slot: one pool, which one long request may fill.
+    assert pinned.context_size // 64 < PER_SLOT_MIN_TOKENS
+    assert pinned.unified and pinned.per_request == pinned.context_size
+    assert "--kv-unified" in server_command(Path("llama-server"), "m.gguf", 1, pinned)
 
 
 def test_request_body_turns_off_llamacpp_defaults_and_maps_every_field() -> None:
@@ -161,7 +172,7 @@ async def test_batch_size_above_the_slots_is_capped(llama: LlamaCppEngine) -> No
 async def test_leaving_a_stream_frees_the_slot_in_llama_server(llama: LlamaCppEngine) -> None:
     llama.set_batch_size(1)  # one slot in gale: a request left running would block the next
     try:
-        stream = llama.stream(llama.encode_chat(LONG), SamplingParams(max_tokens=3000))
+        stream = llama.stream(llama.encode_chat(LONG), SamplingParams(max_tokens=1000))
         async for _ in stream:
             break
         await stream.aclose()
