@@ -21,6 +21,7 @@ from serving.admission import LedgerMetrics, Limiter, LimitRequests
 from serving.answering import answer, ask_of, check_model, check_size, choices, sampling
 from serving.chat import prepare_chat
 from serving.engines.base import Engine
+from serving.health import Progress
 from serving.keys import match_key
 from serving.metrics import Metrics, NoMetrics
 from serving.openai_types import APIError, ChatBody, CompletionBody, parse
@@ -42,10 +43,12 @@ def build_api(
     state: ServingState,
     metrics: Metrics | None = None,
     limiter: Limiter | None = None,
+    progress: Progress | None = None,
 ) -> FastAPI:
     """The ASGI app serving `engine` under OpenAI's routes, governed by `state`, measured.
 
-    With a `limiter`, each key's limits are enforced and its usage counted (`serving.admission`).
+    With a `limiter`, each key's limits are enforced and its usage counted (`serving.admission`);
+    answers that go out are noted in `progress` (`serving.health`).
     """
     app = FastAPI(title="gale", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = metrics or NoMetrics()
@@ -53,7 +56,7 @@ def build_api(
         # Added first, so it runs inside the measuring: its 429s are counted like any answer.
         app.add_middleware(LimitRequests, limiter=limiter)
         metrics = LedgerMetrics(metrics, limiter)
-    app.add_middleware(MeasureRequests, metrics=metrics, state=state)
+    app.add_middleware(MeasureRequests, metrics=metrics, state=state, progress=progress)
     app.add_exception_handler(APIError, _error_response)
     app.add_exception_handler(HTTPException, _error_response)
     app.add_exception_handler(RequestValidationError, _error_response)

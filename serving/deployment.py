@@ -81,6 +81,14 @@ class GaleModel:
         """The OpenAI-compatible app over this replica's engine and state."""
         return self.replica.api(RayMetrics() if metrics.enabled() else NoMetrics(), self.limiter)
 
+    async def check_health(self) -> None:
+        """Serve's health check (every 10 s): the engine must still generate (serving.health)."""
+        try:
+            await self.replica.check_health()
+        except Exception as error:
+            logger.error("gale: health check failed: %s", error)
+            raise
+
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply the deployment's user_config in place: keys, defaults, batch size."""
         self.replica.reconfigure(user_config)

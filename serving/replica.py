@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from serving import catalog
+from serving.health import Progress
 from serving.replica_state import ServingState
 from serving.spec import parse_model_ref
 
@@ -59,6 +60,8 @@ class Replica:
         self.args = args
         self.engine = engine
         self.state = state if state is not None else ServingState()
+        self.progress = Progress()
+        self._probe: list[int] = []
 
     @classmethod
     def load(cls, args: AppArgs) -> Replica:
@@ -81,7 +84,14 @@ class Replica:
         """One short generation, so the first request pays none of the engine's first-run costs."""
         from serving.engines.base import SamplingParams
 
-        await self.engine.generate(self.engine.encode_text("Hello"), SamplingParams(max_tokens=1))
+        self._probe = self.engine.encode_text("Hello")
+        await self.engine.generate(self._probe, SamplingParams(max_tokens=1))
+
+    async def check_health(self) -> None:
+        """Return when the engine generates; raise EngineUnhealthy saying why it does not."""
+        from serving.health import check_engine
+
+        await check_engine(self.engine, self.progress, self._probe or [0])
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Apply a user_config in place; nothing changes if any part of it is invalid."""
@@ -96,4 +106,4 @@ class Replica:
         """
         from serving.api import build_api
 
-        return build_api(self.engine, self.state, metrics, limiter)
+        return build_api(self.engine, self.state, metrics, limiter, self.progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from serving.health import Progress
 from serving.keys import match_key
 from serving.metrics import NO_KEY, Metrics
 from serving.replica_state import ServingState
@@ -69,8 +70,11 @@ def measure_of(request: Request) -> Measure:
 class MeasureRequests:
     """ASGI middleware: a Measure per HTTP request, and its status and duration when done."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, state: ServingState) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, state: ServingState, progress: Progress | None = None
+    ) -> None:
         self.app, self.metrics, self.state = app, metrics, state
+        self.progress = progress or Progress()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request through the app, recording its outcome."""
@@ -85,10 +89,14 @@ class MeasureRequests:
         scope.setdefault("state", {})[STATE_KEY] = measure
         status = 500  # what the server answers if the app raises before responding
 
+        posted = scope["method"] == "POST"
+
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            elif posted and status == 200:  # an answer moved: the engine works (serving.health)
+                self.progress.note()
             await send(message)
 
         self.metrics.request_started(measure.deployment)
