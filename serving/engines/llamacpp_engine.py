@@ -45,7 +45,7 @@ from serving.engines.llamacpp_server import (
     server_settings,
     start_server,
 )
-from serving.engines.vllm_engine import _Slots
+from serving.engines.slots import Slots
 
 if TYPE_CHECKING:
     import httpx
@@ -88,7 +88,7 @@ class LlamaCppEngine(HFTokenizerEngine):
         # Per event loop (a replica has one): an HTTP client, which belongs to the loop it
         # first ran on, and the admission gate of at most `batch_size` requests at once.
         self._loops: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, _Slots]
+            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, Slots]
         ] = weakref.WeakKeyDictionary()
         self._closed = False
 
@@ -131,7 +131,7 @@ class LlamaCppEngine(HFTokenizerEngine):
         """Requests waiting for a slot and requests in llama-server's slots (no cache figure)."""
         queued = running = 0
         for _, slots in list(self._loops.values()):
-            queued += len(slots._waiting)
+            queued += slots.waiting
             running += slots.held
         return Activity(queued, running, self.batch_size)
 
@@ -222,7 +222,7 @@ class LlamaCppEngine(HFTokenizerEngine):
             await here[0].aclose()
         await asyncio.to_thread(self.server.stop)
 
-    def _per_loop(self) -> tuple[httpx.AsyncClient, _Slots]:
+    def _per_loop(self) -> tuple[httpx.AsyncClient, Slots]:
         import httpx
 
         loop = asyncio.get_running_loop()
@@ -230,7 +230,7 @@ class LlamaCppEngine(HFTokenizerEngine):
         if found is None:
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
             client = httpx.AsyncClient(base_url=self.server.url, timeout=None, limits=limits)
-            found = (client, _Slots(self._batch_size))
+            found = (client, Slots(self._batch_size))
             self._loops[loop] = found
         return found
 

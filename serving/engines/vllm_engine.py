@@ -16,7 +16,6 @@ from the profile's memory minus the weights, threads from the replica's CPUs.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -36,6 +35,7 @@ from serving.engines.base import (
     collect,
 )
 from serving.engines.errors import EngineError, ModelLoadError
+from serving.engines.slots import Slots
 
 if TYPE_CHECKING:
     from serving.catalog import HardwareProfile
@@ -54,51 +54,6 @@ from serving.engines.vllm_settings import (
 logger = logging.getLogger("ray.serve")
 
 T = TypeVar("T")
-
-
-class _Slots:
-    """At most `limit` holders at once; the limit may change any time (one loop only)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def acquire(self) -> None:
-        if self.held < self.limit and not self._waiting:
-            self.held += 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # granted just as we were cancelled: pass it on
-            elif waiter in self._waiting:
-                self._waiting.remove(waiter)
-            raise
-
-    def release(self) -> None:
-        self.held -= 1
-        self._wake()
-
-    def set_limit(self, limit: int) -> None:
-        self.limit = limit
-        self._wake()
-
-    def fail_waiting(self, error: BaseException) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
-
-    def _wake(self) -> None:
-        while self._waiting and self.held < self.limit:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                self.held += 1
-                waiter.set_result(None)
 
 
 class _LoopThread:
@@ -151,7 +106,7 @@ class VLLMEngine(HFTokenizerEngine):
         self.settings = settings
         self._loop = loop
         self._batch_size = settings.max_num_seqs
-        self._slots = _Slots(settings.max_num_seqs)
+        self._slots = Slots(settings.max_num_seqs)
         self._closed = False
         self.stats: LatestStats | None = None
 
@@ -260,7 +215,7 @@ class VLLMEngine(HFTokenizerEngine):
     def activity(self) -> Activity:
         """Requests waiting (for gale's admission or in vLLM's queue), running, and vLLM's
         KV-cache use, from its latest scheduler stats."""
-        waiting_here = len(self._slots._waiting)
+        waiting_here = self._slots.waiting
         latest = self.stats.scheduler if self.stats is not None else None
         if latest is None:
             return Activity(waiting_here, self._slots.held, self.batch_size)
