@@ -163,9 +163,13 @@ class TransformersEngine(HFTokenizerEngine):
             request.cancelled = True
 
     async def close(self) -> None:
-        """Stop the worker after its current step and fail every request not finished."""
+        """Stop the worker after its current step, fail every request not finished, and
+        wait (off the event loop) for the worker to leave, so the model is free after."""
         self._stop()
         atexit.unregister(self._stop_at_exit)
+        worker = self._worker
+        if worker is not None:
+            await asyncio.to_thread(worker.join, 10)
 
     def _stop(self) -> None:
         with self._wake:
