@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -81,9 +82,23 @@ class GaleModel:
         )
 
     async def forward(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[relay.Item]:
-        """Answer one HTTP request the ingress relays: its head, then body chunks (a stream)."""
-        async for item in relay.respond(self.app, scope, body):
-            yield item
+        """Answer one HTTP request the ingress relays: its head, then body chunks (a stream).
+
+        Logs the request as Serve's access log would for an HTTP request (the model's own
+        access log, which would name only `forward`, is off in its config).
+        """
+        started, status = time.perf_counter(), "CANCELLED"
+        try:
+            async for item in relay.respond(self.app, scope, body):
+                if isinstance(item, relay.Head):
+                    status = str(item.status)
+                yield item
+        except Exception:
+            status = "ERROR"
+            raise
+        finally:
+            took_ms = (time.perf_counter() - started) * 1000
+            logger.info("%s %s %s %.1fms", scope.get("method"), scope.get("path"), status, took_ms)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply the deployment's user_config in place: keys, defaults, batch size."""

@@ -87,6 +87,9 @@ def to_serve_application(
                 # Let a replacement start before the old replica stops: no gap with one replica.
                 "max_surge_percent": 25,
                 "graceful_shutdown_timeout_s": 60,
+                # The replica logs each request itself (method, path, status): Serve's line
+                # would name only the call from the ingress.
+                "logging_config": {"enable_access_log": False},
                 "ray_actor_options": actor_options,
                 "user_config": {
                     **_kept_at("user_config", spec),
