@@ -34,7 +34,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serving import metrics, relay, serve_config
 from serving.openai_types import APIError
-from serving.relay import Item, Receive, Send
+from serving.relay import Item, Message, Receive, Send
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,23 +48,16 @@ def replica_lost(error: BaseException) -> bool:
     return isinstance(error, LOST) or isinstance(getattr(error, "cause", None), LOST)
 
 
-@serve.deployment(name=serve_config.INGRESS_NAME)
-@serve.ingress()  # late-bound: __serve_build_asgi_app__ supplies the relaying ASGI app
-class GaleIngress:
-    """One ingress replica: a raw ASGI app relaying every request to the model replicas."""
+class RelayApp:
+    """The raw ASGI app of the ingress: reads each request's body and relays it to the model.
 
-    def __init__(self, model: DeploymentHandle) -> None:
+    A class with an async `__call__` (not a bound method), so uvicorn's lifespan
+    support, which Serve runs it under, recognises it as ASGI 3.
+    """
+
+    def __init__(self, model: DeploymentHandle, name: str, counters: Any) -> None:
         self._model = model.options(stream=True)
-        self._name = serve.get_replica_context().app_name
-        self._counters: Any = None
-        if metrics.enabled():
-            from serving.ray_metrics import RayIngressCounters
-
-            self._counters = RayIngressCounters()
-
-    def __serve_build_asgi_app__(self) -> Any:
-        """The ASGI app Serve gives this replica's HTTP requests to."""
-        return self._asgi
+        self._name, self._counters = name, counters
 
     async def _call(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Item]:
         """One call of the model's `forward`, cancelled if left before its end."""
@@ -78,7 +71,8 @@ class GaleIngress:
             if not finished:
                 response.cancel()
 
-    async def _asgi(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: lifespan, or an HTTP request relayed to the model."""
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
@@ -122,6 +116,24 @@ class GaleIngress:
             self._counters.retried(self._name, retries)
             if broken:
                 self._counters.broke(self._name)
+
+
+@serve.deployment(name=serve_config.INGRESS_NAME)
+@serve.ingress()  # late-bound: __serve_build_asgi_app__ supplies the relaying ASGI app
+class GaleIngress:
+    """One ingress replica: the relaying ASGI app over a handle to the model's deployment."""
+
+    def __init__(self, model: DeploymentHandle) -> None:
+        counters = None
+        if metrics.enabled():
+            from serving.ray_metrics import RayIngressCounters
+
+            counters = RayIngressCounters()
+        self.app = RelayApp(model, serve.get_replica_context().app_name, counters)
+
+    def __serve_build_asgi_app__(self) -> RelayApp:
+        """The ASGI app Serve gives this replica's HTTP requests to."""
+        return self.app
 
 
 def _unavailable() -> APIError:

@@ -77,7 +77,7 @@ Item = Head | bytes
 Call = Callable[[dict[str, Any], bytes], AsyncIterator[Item]]
 
 
-def request_scope(scope: dict[str, Any]) -> dict[str, Any]:
+def request_scope(scope: Message) -> dict[str, Any]:
     """What of the ingress's ASGI scope the replica's app gets."""
     kept = {key: scope[key] for key in SCOPE_KEYS if key in scope}
     kept["headers"] = [(bytes(k), bytes(v)) for k, v in scope.get("headers", ())]
