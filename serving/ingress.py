@@ -129,11 +129,11 @@ class GaleIngress:
             from serving.ray_metrics import RayIngressCounters
 
             counters = RayIngressCounters()
-        self.app = RelayApp(model, serve.get_replica_context().app_name, counters)
+        self._relay = RelayApp(model, serve.get_replica_context().app_name, counters)
 
     def __serve_build_asgi_app__(self) -> RelayApp:
         """The ASGI app Serve gives this replica's HTTP requests to."""
-        return self.app
+        return self._relay
 
 
 def _unavailable() -> APIError:
