@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import openai
@@ -20,6 +23,7 @@ import pytest
 
 from bench.load import BackgroundLoad, Target
 from devstack import eventually
+from serving.serve_config import to_serve_application
 from tests.conftest import Deployed
 from tests.reliability.conftest import assert_envelope, full_only
 from tests.reliability.test_faults import replicas, running_pids
@@ -83,6 +87,21 @@ def test_a_killed_replica_fails_no_request_and_ends_its_streams(bundled_model: D
     assert ends.count("error") >= 1 and set(ends) <= {"complete", "error"}
 
 
+def test_the_interrupted_stream_example_streams_an_answer(bundled_model: Deployed) -> None:
+    env = {**os.environ, "GALE_ENDPOINT": bundled_model.base_url, "GALE_API_KEY": bundled_model.key}
+    example = Path(__file__).parents[2] / "examples" / "interrupted_stream.py"
+    ran = subprocess.run(
+        [sys.executable, str(example), "Say hi."],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() and "interrupted" not in ran.stdout
+
+
 def test_the_body_limit_and_key_check_answer_through_the_ingress(bundled_model: Deployed) -> None:
     url = bundled_model.base_url + "/chat/completions"
     too_large = b'{"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}'
@@ -113,8 +132,6 @@ def test_a_request_is_held_while_the_model_scales_up_from_zero(bundled_model: De
     spec = bundled_model.spec.model_copy(
         update={"min_replicas": 0, "max_replicas": 1, "scale_down_delay": 1}
     )
-    from serving.serve_config import to_serve_application
-
     client.apply_application(to_serve_application(spec, [bundled_model.record]))
     try:
         eventually(lambda: not running_pids(client, name), 180, "scaled to zero", 0.5)

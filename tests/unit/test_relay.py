@@ -301,3 +301,28 @@ def test_request_scope_keeps_plain_values_only() -> None:
     kept = relay.request_scope(scope)
     assert "app" not in kept and "state" not in kept
     assert kept["client"] == ("1.2.3.4", 5) and kept["headers"] == [(b"authorization", b"Bearer k")]
+
+
+def test_the_interrupted_stream_example_asks_again_after_the_error_event() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "examples" / "interrupted_stream.py"
+    spec = importlib.util.spec_from_file_location("interrupted_stream", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    bodies = [sse(CHUNK) + relay.broken_event(), sse(CHUNK) + sse(CHUNK) + sse("[DONE]")]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=bodies.pop(0)
+        )
+
+    client = openai.OpenAI(
+        api_key="k",
+        base_url="http://x/v1",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+    assert example.stream_answer(client, "m", "Hi") == "HiHi"
+    assert not bodies
