@@ -45,6 +45,7 @@ from serving.engines.llamacpp_server import (
 from serving.keys import generate_key
 from serving.model_cache import hf_folder
 from serving.model_source import resolve
+from serving.serve_config import model_status
 from serving.spec import DeploymentSpec
 
 ENGINES = ("transformers", "vllm", "llamacpp", "auto")
@@ -72,8 +73,7 @@ def replica_pids(client: ServeClient, name: str) -> list[int]:
     app = client.get_application(name) or {}
     return [
         replica["pid"]
-        for deployment in app.get("deployments", {}).values()
-        for replica in deployment.get("replicas", [])
+        for replica in model_status(app).get("replicas", [])
         if replica["state"] == "RUNNING"
     ]
 

@@ -9,7 +9,7 @@ import httpx
 from devstack import eventually
 from gale_cli.cluster import Applied, ServeClient
 from serving.keys import KeyRecord
-from serving.serve_config import from_serve_application, to_serve_application
+from serving.serve_config import from_serve_application, model_status, to_serve_application
 from serving.spec import DeploymentSpec
 
 
@@ -33,11 +33,7 @@ def update_live(
 def replicas(client: ServeClient, name: str) -> list[dict[str, Any]]:
     """The replicas of a deployment's one Serve deployment (state, pid, ...)."""
     app = client.get_application(name) or {}
-    return [
-        replica
-        for deployment in app.get("deployments", {}).values()
-        for replica in deployment.get("replicas", [])
-    ]
+    return list(model_status(app).get("replicas", []))
 
 
 def running_pids(client: ServeClient, name: str) -> set[int]:

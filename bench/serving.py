@@ -162,18 +162,27 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
-def find(cells: list[dict[str, Any]], batch_size: int, concurrency: int) -> dict[str, Any]:
-    """The cell measured at this batch size and concurrency."""
+def find(
+    cells: list[dict[str, Any]], batch_size: int, concurrency: int, stream: bool = False
+) -> dict[str, Any] | None:
+    """The cell measured at this batch size and concurrency (None when not measured)."""
     return next(
-        c
-        for c in cells
-        if c["batch_size"] == batch_size and c["concurrency"] == concurrency and not c["stream"]
+        (
+            c
+            for c in cells
+            if c["batch_size"] == batch_size
+            and c["concurrency"] == concurrency
+            and c["stream"] == stream
+        ),
+        None,
     )
 
 
 def ratios(cells: list[dict[str, Any]]) -> dict[str, Any]:
     """Batching gain (bs 8 / bs 1 at concurrency 8) and endpoint / in-process at 8."""
     bs8, bs1 = find(cells, 8, 8), find(cells, 1, 8)
+    assert bs8 is not None and bs1 is not None
+    streamed = find(cells, 8, 8, stream=True)
     gain_endpoint = _ratio(bs8["endpoint"]["tokens_per_s"], bs1["endpoint"]["tokens_per_s"])
     gain_inproc = _ratio(bs8["in_process"]["tokens_per_s"], bs1["in_process"]["tokens_per_s"])
     endpoint = bs8["endpoint_ratio"]
@@ -185,6 +194,7 @@ def ratios(cells: list[dict[str, Any]]) -> dict[str, Any]:
         "endpoint_over_in_process_at_8": endpoint,
         "endpoint_target": ENDPOINT_TARGET,
         "endpoint_met": endpoint is not None and endpoint >= ENDPOINT_TARGET,
+        "endpoint_over_in_process_streamed_at_8": streamed and streamed["endpoint_ratio"],
     }
 
 
@@ -204,6 +214,9 @@ def run(quick: bool = False, engine_name: str = "auto") -> dict[str, Any]:
             set_batch_size(client, target, engine, batch_size)
             for concurrency in (1, 8):
                 cells.append(measure_cell(engine, target, batch_size, concurrency, quick=quick))
+        # Streamed: every token crosses the proxy, the ingress and the model's replica.
+        for concurrency in (1, 8):
+            cells.append(measure_cell(engine, target, 8, concurrency, quick=quick, stream=True))
         asyncio.run(engine.close())
     result = {
         "benchmark": "bench-serving",
@@ -228,11 +241,11 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GB, "
         f"load average {m['load_average']}",
-        f"{'batch':>5} {'conc':>4} {'in-process':>11} {'endpoint':>9} {'ratio':>6}",
+        f"{'batch':>5} {'conc':>4}  {'in-process':>10} {'endpoint':>9} {'ratio':>6} (s: streamed)",
     ]
     for cell in result["cells"]:
         lines.append(
-            f"{cell['batch_size']:>5} {cell['concurrency']:>4} "
+            f"{cell['batch_size']:>5} {cell['concurrency']:>4}{'s' if cell['stream'] else ' '}"
             f"{cell['in_process']['tokens_per_s']:>11.1f} "
             f"{cell['endpoint']['tokens_per_s']:>9.1f} {cell['endpoint_ratio']!s:>6}"
         )
@@ -245,6 +258,11 @@ def report(result: dict[str, Any]) -> str:
         f"endpoint / in-process at concurrency 8: {r['endpoint_over_in_process_at_8']}; "
         f"target >= {ENDPOINT_TARGET}: {'met' if r['endpoint_met'] else 'MISSED'}"
     )
+    if r.get("endpoint_over_in_process_streamed_at_8") is not None:
+        lines.append(
+            "endpoint / in-process at concurrency 8, streamed: "
+            f"{r['endpoint_over_in_process_streamed_at_8']}"
+        )
     return "\n".join(lines)
 
 

@@ -488,7 +488,7 @@ def _declarative(details: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def serve_config_deployment() -> str:
-    """The name of the one deployment in each gale application."""
+    """The name of the model's deployment in each gale application."""
     return serve_config.DEPLOYMENT_NAME
 
 
@@ -501,7 +501,7 @@ def _warn(text: str) -> None:
 def _key_ids(config: dict[str, Any]) -> set[str]:
     """The ids of the API keys in a gale application config."""
     try:
-        rows = config["deployments"][0]["user_config"]["api_keys"]
+        rows = serve_config.model_config(config)["user_config"]["api_keys"]
         return {str(row["id"]) for row in rows}
     except (KeyError, IndexError, TypeError):
         return set()

@@ -20,6 +20,7 @@ from typing import Any
 
 from gale_cli.cluster import ServeClient
 from gale_cli.errors import UsageError
+from serving import serve_config
 from serving.keys import KEY_PREFIX
 
 # A gale key is its prefix and 43 URL-safe characters; mask any run of them, whole or cut.
@@ -66,16 +67,15 @@ def parse_since(text: str) -> float:
 def replica_logs(app: dict[str, Any], replica: str | None = None) -> list[ReplicaLog]:
     """The log of each replica of `app` (or only those whose id starts with `replica`)."""
     found = []
-    for deployment in (app.get("deployments") or {}).values():
-        for row in deployment.get("replicas") or []:
-            path, node = row.get("log_file_path"), row.get("node_id")
-            if not path or not node:
-                continue
-            if replica is not None and not str(row.get("replica_id", "")).startswith(replica):
-                continue
-            found.append(
-                ReplicaLog(row.get("replica_id", ""), row.get("state", ""), node, path.lstrip("/"))
-            )
+    for row in serve_config.model_status(app).get("replicas") or []:
+        path, node = row.get("log_file_path"), row.get("node_id")
+        if not path or not node:
+            continue
+        if replica is not None and not str(row.get("replica_id", "")).startswith(replica):
+            continue
+        found.append(
+            ReplicaLog(row.get("replica_id", ""), row.get("state", ""), node, path.lstrip("/"))
+        )
     return found
 
 

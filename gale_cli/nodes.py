@@ -19,6 +19,7 @@ from gale_cli import placement
 from gale_cli.connection import ClusterConfig
 from gale_cli.errors import ClusterError, UsageError
 from gale_cli.local_head import head_environment, ray_environment, ray_executable
+from serving import serve_config
 from serving.catalog import GIB
 
 GCS_PORT = 6379
@@ -79,8 +80,7 @@ def replicas_of(applications: Mapping[str, Mapping[str, Any]]) -> list[Placed]:
     return [
         Placed(name, str(r.get("replica_id", "")), str(r.get("state", "")), str(r.get("node_id")))
         for name, app in applications.items()
-        for deployment in (app.get("deployments") or {}).values()
-        for r in deployment.get("replicas") or []
+        for r in serve_config.model_status(app).get("replicas") or []
     ]
 
 
@@ -211,9 +211,9 @@ def where_replicas_run(
     ]
     if all(r["state"] == "RUNNING" for r in rows) and rows:
         return rows, None
-    options = None
-    for entry in (app.get("deployed_app_config") or {}).get("deployments") or []:
-        options = entry.get("ray_actor_options", options)
+    options = serve_config.model_config(app.get("deployed_app_config") or {}).get(
+        "ray_actor_options"
+    )
     lost = lost_nodes(nodes, options)
     if not lost:
         return rows, None

@@ -8,6 +8,7 @@ from typing import Any
 
 from gale_cli import placement
 from gale_cli.errors import DeployTimeout
+from serving import serve_config
 
 NodeResources = Callable[[], list[dict[str, float]]]
 
@@ -29,7 +30,9 @@ def progress_of(app: dict[str, Any], node_resources: NodeResources) -> Progress:
     """Summarize an application's details; asks for node resources only when stuck."""
     counts: dict[str, int] = {}
     waiting = None
-    for name, deployment in (app.get("deployments") or {}).items():
+    # The model's replicas: the ingress (one replica, no hardware of its own) is left out.
+    name, deployment = serve_config.DEPLOYMENT_NAME, serve_config.model_status(app)
+    if deployment:
         for replica in deployment.get("replicas") or []:
             counts[replica["state"]] = counts.get(replica["state"], 0) + 1
         # Serve keeps an application RUNNING while a lost replica's replacement waits.

@@ -80,18 +80,19 @@ def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
 
 
 def _replicas(app: dict[str, Any]) -> dict[str, int]:
-    running = target = low = high = 0
-    for deployment in (app.get("deployments") or {}).values():
-        states = [r.get("state") for r in deployment.get("replicas") or []]
-        running += states.count("RUNNING")
-        target += deployment.get("target_num_replicas") or 0
-        config = deployment.get("deployment_config") or {}
-        scaling = config.get("autoscaling_config") or {}
-        fixed = config.get("num_replicas")
-        fixed = fixed if isinstance(fixed, int) else 0  # "auto" or absent when autoscaling
-        low += scaling.get("min_replicas", fixed) if scaling else fixed
-        high += scaling.get("max_replicas", fixed) if scaling else fixed
-    return {"running": running, "target": target, "min": low, "max": high}
+    # The model's replicas (the ingress is one replica in front of them, not counted).
+    deployment = serve_config.model_status(app)
+    states = [r.get("state") for r in deployment.get("replicas") or []]
+    config = deployment.get("deployment_config") or {}
+    scaling = config.get("autoscaling_config") or {}
+    fixed = config.get("num_replicas")
+    fixed = fixed if isinstance(fixed, int) else 0  # "auto" or absent when autoscaling
+    return {
+        "running": states.count("RUNNING"),
+        "target": deployment.get("target_num_replicas") or 0,
+        "min": scaling.get("min_replicas", fixed) if scaling else fixed,
+        "max": scaling.get("max_replicas", fixed) if scaling else fixed,
+    }
 
 
 def _is_gale(app: dict[str, Any]) -> bool:

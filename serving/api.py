@@ -25,14 +25,12 @@ from serving.health import Progress
 from serving.keys import match_key
 from serving.metrics import Metrics, NoMetrics
 from serving.openai_types import APIError, ChatBody, CompletionBody, parse
+from serving.relay import BODY_DEADLINE_S, MAX_BODY_BYTES
 from serving.replica_state import ServingState
 from serving.replies import Reply
 from serving.request_metrics import MeasureRequests, measure_of
 from serving.responses_api import add_responses_route
 
-MAX_BODY_BYTES = 1024 * 1024
-# The whole body must arrive within this time: a client trickling it would hold a slot.
-BODY_DEADLINE_S = 30.0
 UNAUTHORIZED = "Invalid or missing API key. Send it as 'Authorization: Bearer <key>'."
 # Serve's replica logger: lines land in the replica's log.
 logger = logging.getLogger("ray.serve")

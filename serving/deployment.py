@@ -1,11 +1,12 @@
-"""The Ray Serve deployment: one per gale deployment (entry point `serving.app:build_app`).
+"""The model's Ray Serve deployment, one per gale deployment (entry point `serving.app:build_app`).
 
 Each replica loads the engine once from the bound `AppArgs`, serves the OpenAI
 routes of `serving.api` through a FastAPI app built after the engine is loaded,
 and applies the deployment's `user_config` (keys, sampling defaults, batch
-size) in place; `serving.replica` does both without Ray. Each replica records its
-requests through `serving.ray_metrics`; with it, this is the only gale module that
-imports ray.
+size) in place; `serving.replica` does both without Ray. Requests reach the app
+through `forward`, called by the application's ingress (`serving.ingress`),
+which owns the route. Each replica records its requests through
+`serving.ray_metrics`.
 """
 
 from __future__ import annotations
@@ -13,28 +14,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 from ray import serve
 from ray.serve import Application
 
-from serving import metrics, serve_config, startup
+from serving import metrics, relay, serve_config, startup
 from serving.activity import sample_activity
 from serving.admission import Limiter
+from serving.ingress import GaleIngress
 from serving.ledger_actor import RayLedger
 from serving.metrics import NoMetrics
 from serving.ray_metrics import RayEngineGauges, RayMetrics
 from serving.replica import AppArgs, Replica
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
 
 # Serve's replica logger: lines land in the replica's log with its id.
 logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(name=serve_config.DEPLOYMENT_NAME)
-@serve.ingress()  # late-bound: __serve_build_asgi_app__ supplies the app after __init__
 class GaleModel:
     """One replica: the loaded engine, the in-place state, and the OpenAI app in front."""
 
@@ -61,6 +61,10 @@ class GaleModel:
         except BaseException as error:
             logger.exception("gale: the replica failed to start while %s", reporter.failed(error))
             raise
+        # The OpenAI-compatible app over this replica's engine and state.
+        self.app = self.replica.api(
+            RayMetrics() if metrics.enabled() else NoMetrics(), self.limiter
+        )
         reporter.report(startup.READY, device=self.replica.engine.device_description)
         self._sampler = None
         if metrics.enabled():
@@ -77,9 +81,24 @@ class GaleModel:
             os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
         )
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        """The OpenAI-compatible app over this replica's engine and state."""
-        return self.replica.api(RayMetrics() if metrics.enabled() else NoMetrics(), self.limiter)
+    async def forward(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[relay.Item]:
+        """Answer one HTTP request the ingress relays: its head, then body chunks (a stream).
+
+        Logs the request as Serve's access log would for an HTTP request (the model's own
+        access log, which would name only `forward`, is off in its config).
+        """
+        started, status = time.perf_counter(), "CANCELLED"
+        try:
+            async for item in relay.respond(self.app, scope, body):
+                if isinstance(item, relay.Head):
+                    status = str(item.status)
+                yield item
+        except Exception:
+            status = "ERROR"
+            raise
+        finally:
+            took_ms = (time.perf_counter() - started) * 1000
+            logger.info("%s %s %s %.1fms", scope.get("method"), scope.get("path"), status, took_ms)
 
     async def check_health(self) -> None:
         """Serve's health check (every 10 s): the engine must still generate (serving.health)."""
@@ -108,6 +127,7 @@ class GaleModel:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """Serve's application builder: validate `args` and bind the one deployment to them."""
-    # serve.deployment turns the class into a Deployment; mypy still sees the class.
-    return GaleModel.bind(AppArgs.model_validate(args))  # type: ignore[attr-defined]
+    """Serve's application builder: validate `args`, bind the model to them, the ingress to it."""
+    # serve.deployment turns the classes into Deployments; mypy still sees the classes.
+    model = GaleModel.bind(AppArgs.model_validate(args))  # type: ignore[attr-defined]
+    return GaleIngress.bind(model)  # type: ignore[attr-defined,no-any-return]

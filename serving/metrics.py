@@ -38,6 +38,10 @@ USAGE_REPLICA_SECONDS = "gale_usage_replica_seconds"
 # Tokens each key has used since the ledger started (what its token budget counts).
 KEY_TOKENS_USED = "gale_key_tokens_used"
 HOUR, HARDWARE = "hour", "hardware"
+# Kept by each application's ingress (serving.ingress): requests it called again because
+# their replica was lost before answering, and answers that broke off after they started.
+INGRESS_RETRIES = "gale_ingress_retries"
+INGRESS_BROKEN = "gale_ingress_broken_answers"
 NO_KEY = "none"
 # Seconds; small models on CPU answer the first token in tens of ms, large ones in seconds.
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -108,3 +108,29 @@ class RayEngineGauges:
         self._occupancy.set(activity.occupancy, labels)
         if activity.cache_usage is not None:
             self._cache.set(activity.cache_usage, labels)
+
+
+class RayIngressCounters:
+    """The ingress's retries and broken answers as Ray counters, labelled by deployment."""
+
+    def __init__(self) -> None:
+        labels = (names.DEPLOYMENT,)
+        self._retries = Counter(
+            names.INGRESS_RETRIES,
+            "Requests called again because their replica was lost before answering.",
+            tag_keys=labels,
+        )
+        self._broken = Counter(
+            names.INGRESS_BROKEN,
+            "Answers that broke off after they started (their replica was lost).",
+            tag_keys=labels,
+        )
+
+    def retried(self, deployment: str, count: int) -> None:
+        """Count retries of one request."""
+        if count:
+            self._retries.inc(count, {names.DEPLOYMENT: deployment})
+
+    def broke(self, deployment: str) -> None:
+        """Count one broken answer."""
+        self._broken.inc(1, {names.DEPLOYMENT: deployment})

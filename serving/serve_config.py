@@ -6,14 +6,21 @@ a Serve application"):
 - `args`: what needs new replicas (the model, its code, the hardware, the engine
   and, for vLLM, the batch size). A change here is a rolling replacement. The
   replica reads them as one `serving.replica.AppArgs`.
-- `deployments[0].user_config`: what a replica applies in place through
-  `reconfigure()`: general details, sampling defaults, batch size, API key hashes.
-- `deployments[0].autoscaling_config`: replica bounds and delays, also in place.
+- the model deployment's (`GaleModel`, `deployments[0]`) `user_config`: what a
+  replica applies in place through `reconfigure()`: general details, sampling
+  defaults, batch size, API key hashes.
+- its `autoscaling_config`: replica bounds and delays, also in place.
+
+The second deployment, `GaleIngress` (`serving.ingress`), owns the route and relays
+requests to the model's replicas; nothing of the spec lives there. Readers of a
+live application find the model by name (`model_config`, `model_status`):
+applications deployed before the ingress existed hold the model alone.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from serving.catalog import GIB
@@ -22,6 +29,13 @@ from serving.spec import DeploymentSpec, Place, field_meta, fields, serve_key
 
 IMPORT_PATH = "serving.app:build_app"
 DEPLOYMENT_NAME = "GaleModel"
+INGRESS_NAME = "GaleIngress"
+# The ingress holds every request in flight to the model's replicas (each bounded by their
+# own max_ongoing_requests and max_queued_requests): enough for any number of them.
+INGRESS_MAX_ONGOING = 4096
+# Ray's resource of the head node: the ingress lives there, so losing a worker node
+# never takes the route down; a tiny amount, so it never holds up placement.
+HEAD_RESOURCE = "node:__internal_head__"
 
 # Where each spec field lives is declared with the field (`FieldMeta.serve`); these are the
 # sampling defaults and batch size a replica takes from user_config's `parameters`.
@@ -73,15 +87,50 @@ def to_serve_application(
                 # Let a replacement start before the old replica stops: no gap with one replica.
                 "max_surge_percent": 25,
                 "graceful_shutdown_timeout_s": 60,
+                # The replica logs each request itself (method, path, status): Serve's line
+                # would name only the call from the ingress.
+                "logging_config": {"enable_access_log": False},
                 "ray_actor_options": actor_options,
                 "user_config": {
                     **_kept_at("user_config", spec),
                     "parameters": _kept_at("parameters", spec),
                     "api_keys": [record.stored() for record in api_keys],
                 },
-            }
+            },
+            ingress_config(),
         ],
     }
+
+
+def ingress_config() -> dict[str, Any]:
+    """The ingress deployment's options: one replica, no CPU of its own, on the head node.
+
+    One replica: it only relays bytes (one event loop answers thousands of requests a
+    second, far beyond what the model's replicas generate); it never scales to zero,
+    so it holds requests while the model scales up from zero.
+    """
+    return {
+        "name": INGRESS_NAME,
+        "num_replicas": 1,
+        "max_ongoing_requests": INGRESS_MAX_ONGOING,
+        # Requests in flight finish through a rolling replacement of the ingress itself.
+        "graceful_shutdown_timeout_s": 60,
+        "ray_actor_options": {"num_cpus": 0, "resources": {HEAD_RESOURCE: 0.001}},
+    }
+
+
+def model_config(app: dict[str, Any]) -> dict[str, Any]:
+    """The model deployment's entry in an application config (by name; first if unnamed)."""
+    deployments = app.get("deployments") or []
+    for deployment in deployments:
+        if deployment.get("name") == DEPLOYMENT_NAME:
+            return dict(deployment)
+    return dict(deployments[0]) if deployments else {}
+
+
+def model_status(app: Mapping[str, Any]) -> dict[str, Any]:
+    """The model deployment's entry in an application's status (Serve's `deployments` map)."""
+    return dict((app.get("deployments") or {}).get(DEPLOYMENT_NAME) or {})
 
 
 def engine_args(spec: DeploymentSpec) -> dict[str, Any]:
@@ -100,7 +149,7 @@ def engine_args(spec: DeploymentSpec) -> dict[str, Any]:
 
 def from_serve_application(app: dict[str, Any]) -> tuple[DeploymentSpec, list[KeyRecord]]:
     """Rebuild the spec and key records from an application config `to_serve_application` made."""
-    deployment = app["deployments"][0]
+    deployment = model_config(app)
     user_config = deployment["user_config"]
     places: dict[Place, dict[str, Any]] = {
         "args": app["args"],

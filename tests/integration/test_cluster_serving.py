@@ -14,6 +14,7 @@ from gale_cli.cluster import ServeClient
 from gale_cli.connection import ClusterConfig
 from gale_cli.errors import AuthError
 from serving.keys import generate_key
+from serving.serve_config import model_status
 from tests.conftest import Deployed
 
 pytestmark = pytest.mark.cluster
@@ -35,8 +36,7 @@ def replica_pids(client: ServeClient, name: str) -> set[int]:
     app = client.get_application(name) or {}
     return {
         replica["pid"]
-        for deployment in app.get("deployments", {}).values()
-        for replica in deployment.get("replicas", [])
+        for replica in model_status(app).get("replicas", [])
         if replica["state"] == "RUNNING"
     }
 

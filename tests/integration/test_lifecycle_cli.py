@@ -21,6 +21,7 @@ import yaml
 
 from devstack import BUNDLED_MODEL, eventually
 from gale_cli.cluster import ServeClient
+from serving.serve_config import model_status
 from tests.conftest import gale
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model]
@@ -44,8 +45,7 @@ def replica_pids(client: ServeClient, name: str) -> set[int]:
     app = client.get_application(name) or {}
     return {
         int(replica["pid"])
-        for deployment in app.get("deployments", {}).values()
-        for replica in deployment.get("replicas", [])
+        for replica in model_status(app).get("replicas", [])
         if replica.get("state") == "RUNNING"
     }
 

@@ -23,7 +23,7 @@ import pytest
 from devstack import eventually
 from gale_cli.cluster import ServeClient
 from serving.keys import KeyRecord, generate_key
-from serving.serve_config import to_serve_application
+from serving.serve_config import model_status, to_serve_application
 from tests.conftest import Deployed, gale
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model]
@@ -36,12 +36,7 @@ EXPORT_TIMEOUT_S = 60
 
 def running_pids(client: ServeClient, name: str) -> set[int]:
     app = client.get_application(name) or {}
-    return {
-        r["pid"]
-        for d in app.get("deployments", {}).values()
-        for r in d.get("replicas", [])
-        if r.get("state") == "RUNNING"
-    }
+    return {r["pid"] for r in model_status(app).get("replicas", []) if r.get("state") == "RUNNING"}
 
 
 class Limited:

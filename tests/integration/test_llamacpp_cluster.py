@@ -19,7 +19,7 @@ from devstack import BUNDLED_MODEL, eventually
 from gale_cli.cluster import ServeClient
 from serving.engines.llamacpp_server import server_binary
 from serving.keys import generate_key
-from serving.serve_config import to_serve_application
+from serving.serve_config import model_status, to_serve_application
 from serving.spec import DeploymentSpec
 from tests.conftest import DEPLOY_TIMEOUT_S
 
@@ -87,8 +87,7 @@ def test_llamacpp_replica_serves_and_its_server_goes_with_it(ray_cluster: ServeC
         app = ray_cluster.get_application(spec.name) or {}
         replicas = [
             replica["pid"]
-            for deployment in app.get("deployments", {}).values()
-            for replica in deployment.get("replicas", [])
+            for replica in model_status(app).get("replicas", [])
             if replica["state"] == "RUNNING"
         ]
         servers = {server for pid in replicas for server in _servers_under(pid)}

@@ -20,7 +20,7 @@ import pytest
 from devstack import BUNDLED_MODEL, eventually
 from gale_cli.cluster import ServeClient
 from serving.keys import generate_key
-from serving.serve_config import to_serve_application
+from serving.serve_config import model_status, to_serve_application
 from serving.spec import DeploymentSpec
 from tests.conftest import DEPLOY_TIMEOUT_S, Deployed
 from tests.integration.real_clients import CHECKS
@@ -70,8 +70,7 @@ def replica_pids(deployed: Deployed) -> set[int]:
     app = deployed.client.get_application(deployed.name) or {}
     return {
         replica["pid"]
-        for deployment in app.get("deployments", {}).values()
-        for replica in deployment.get("replicas", [])
+        for replica in model_status(app).get("replicas", [])
         if replica["state"] == "RUNNING"
     }
 

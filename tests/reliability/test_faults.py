@@ -27,7 +27,7 @@ import pytest
 from bench.load import BackgroundLoad, Target
 from devstack import eventually
 from gale_cli.cluster import ServeClient
-from serving.serve_config import to_serve_application
+from serving.serve_config import model_status, to_serve_application
 from tests.conftest import Deployed
 from tests.reliability.conftest import full_only
 
@@ -47,12 +47,7 @@ def record(scenario: str, **facts: Any) -> None:
 
 def running_pids(client: ServeClient, name: str) -> set[int]:
     app = client.get_application(name) or {}
-    return {
-        r["pid"]
-        for d in app.get("deployments", {}).values()
-        for r in d.get("replicas", [])
-        if r.get("state") == "RUNNING"
-    }
+    return {r["pid"] for r in model_status(app).get("replicas", []) if r.get("state") == "RUNNING"}
 
 
 @contextlib.contextmanager
@@ -101,10 +96,8 @@ def test_replica_killed_under_load(bundled_model: Deployed) -> None:
         failures_seen_by_clients=sorted({f"{r.status} {r.error[:120]}" for r in failed})[:5],
         replacement_running_s=round(recovered - killed_at, 1),
     )
-    # Loss is bounded by what the killed replica held (2 x batch size in flight)...
-    assert len(failed) <= 2 * bundled_model.spec.batch_size
-    # ...and nothing fails once the replacement is up.
-    assert not [r for r in failed if r.start > recovered]
+    # The ingress calls again the requests whose replica died before answering: none fails.
+    assert not failed, failed[:3]
     assert recovered - killed_at < 300
 
 

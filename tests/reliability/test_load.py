@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from bench.load import Target, closed_loop, endpoint_sender, http_client
+from serving.serve_config import model_status
 from tests.conftest import Deployed
 from tests.reliability.conftest import scaled
 
@@ -37,12 +38,7 @@ def rss_bytes(pid: int) -> int | None:
 
 def test_streaming_clients_get_answers_or_deliberate_refusals(bundled_model: Deployed) -> None:
     app = bundled_model.client.get_application(bundled_model.name) or {}
-    replicas = [
-        r
-        for d in app.get("deployments", {}).values()
-        for r in d.get("replicas", [])
-        if r["state"] == "RUNNING"
-    ]
+    replicas = [r for r in model_status(app).get("replicas", []) if r["state"] == "RUNNING"]
     assert len(replicas) == 1
     pid = replicas[0]["pid"]
     duration = scaled(15, 60)

@@ -7,8 +7,11 @@ import pytest
 from serving.fit import check_fit
 from serving.keys import generate_key
 from serving.serve_config import (
+    HEAD_RESOURCE,
     change_kind,
     from_serve_application,
+    model_config,
+    model_status,
     replicas_per_hour_cost,
     to_serve_application,
 )
@@ -57,7 +60,8 @@ def test_application_uses_ray_field_names() -> None:
     assert app["name"] == "chat-prod"
     assert app["route_prefix"] == "/chat-prod"
     assert app["import_path"] == "serving.app:build_app"
-    (deployment,) = app["deployments"]
+    deployment, ingress = app["deployments"]
+    assert (deployment["name"], ingress["name"]) == ("GaleModel", "GaleIngress")
     scaling = deployment["autoscaling_config"]
     assert (scaling["min_replicas"], scaling["max_replicas"]) == (0, 4)
     assert (scaling["upscale_delay_s"], scaling["downscale_delay_s"]) == (15, 300)
@@ -161,6 +165,33 @@ def test_a_field_missing_from_an_older_application_takes_its_default() -> None:
     del app["deployments"][0]["autoscaling_config"]["downscale_delay_s"]
     rebuilt, _ = from_serve_application(app)
     assert rebuilt == FULL.model_copy(update={"top_k": 50, "scale_down_delay": 600})
+
+
+def test_the_ingress_takes_no_cpu_lives_on_the_head_and_never_scales_to_zero() -> None:
+    for spec in (FULL, FULL.model_copy(update={"hardware": "cpu", "min_replicas": 0})):
+        ingress = to_serve_application(spec)["deployments"][1]
+        options = ingress["ray_actor_options"]
+        assert options["num_cpus"] == 0 and "num_gpus" not in options
+        assert 0 < options["resources"][HEAD_RESOURCE] < 0.01
+        assert ingress["num_replicas"] == 1 and "autoscaling_config" not in ingress
+        assert "user_config" not in ingress  # nothing of the spec, no key hashes
+
+
+def test_an_application_deployed_before_the_ingress_still_reads() -> None:
+    _, record = generate_key("old")
+    app = to_serve_application(FULL, [record])
+    old = {**app, "deployments": app["deployments"][:1]}
+    assert from_serve_application(old) == (FULL, [record])
+    # Order does not matter either: the model is found by name.
+    swapped = {**app, "deployments": app["deployments"][::-1]}
+    assert from_serve_application(swapped) == (FULL, [record])
+    assert model_config(swapped)["name"] == "GaleModel"
+
+
+def test_model_status_is_the_models_entry_only() -> None:
+    status = {"deployments": {"GaleIngress": {"replicas": [1]}, "GaleModel": {"replicas": [2]}}}
+    assert model_status(status) == {"replicas": [2]}
+    assert model_status({"deployments": {}}) == {} and model_status({}) == {}
 
 
 def test_key_limits_round_trip_in_user_config_and_unset_ones_stay_out() -> None:
