@@ -32,14 +32,17 @@ pytestmark = [pytest.mark.cluster, pytest.mark.model]
 STREAMS = 6
 # A stream's whole answer is bounded: a broken one that hung would hit this, and fail.
 STREAM_TIMEOUT_S = 60
+STREAM_TOKENS = 400
 
 
 def _stream(client: openai.OpenAI, name: str, started: threading.Barrier) -> str:
     """One streamed answer: 'complete', or 'error' when the SDK raised the stream's error."""
     stream = client.chat.completions.create(
         model=name,
-        messages=[{"role": "user", "content": "Count from one to fifty in words."}],
-        max_tokens=48,
+        # Long enough to be still streaming when the replica is killed, on any engine:
+        # the llama.cpp engine streams 48 tokens in well under a second.
+        messages=[{"role": "user", "content": "Write a very long story about the sea."}],
+        max_tokens=STREAM_TOKENS,
         stream=True,
     )
     try:
@@ -63,7 +66,8 @@ def test_a_killed_replica_fails_no_request_and_ends_its_streams(bundled_model: D
         timeout=STREAM_TIMEOUT_S,
         max_retries=0,
     )
-    with replicas(bundled_model, 2):
+    # The session deployment answers at most 64 tokens: room for longer streams, in place.
+    with replicas(bundled_model, 2, max_length=STREAM_TOKENS):
         victim = min(running_pids(client, name))
         started = threading.Barrier(STREAMS + 1)
         with (

@@ -51,9 +51,11 @@ def running_pids(client: ServeClient, name: str) -> set[int]:
 
 
 @contextlib.contextmanager
-def replicas(deployed: Deployed, count: int) -> Iterator[None]:
-    """The session deployment at `count` replicas (in place), back to one afterwards."""
-    spec = deployed.spec.model_copy(update={"min_replicas": count, "max_replicas": count})
+def replicas(deployed: Deployed, count: int, **changes: object) -> Iterator[None]:
+    """The session deployment at `count` replicas (in place), with `changes` to its spec
+    (in-place fields only), back to one and its own spec afterwards."""
+    update = {"min_replicas": count, "max_replicas": count, **changes}
+    spec = deployed.spec.model_copy(update=update)
     deployed.client.apply_application(to_serve_application(spec, [deployed.record]))
     try:
         eventually(
