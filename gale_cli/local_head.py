@@ -215,8 +215,13 @@ def start_local_head(
         raise ClusterError(f"`ray start --head` failed:\n{tail.replace(token, '***')}")
     with ServeClient(config) as client:
         _wait_for_dashboard(client, timeout)
-        # The first PUT starts Serve; its HTTP proxy binds loopback only.
-        client.put_applications([], http_options=config.serve_http_options())
+        # The first PUT starts Serve; its HTTP proxy binds loopback only, on the head
+        # alone: the endpoint is the head's address, and a node joined from this same
+        # machine would otherwise start a second proxy sharing its port, whose
+        # connections break when that node leaves.
+        client.put_applications(
+            [], http_options=config.serve_http_options(), proxy_location="HeadOnly"
+        )
     return local_head_status(config)
 
 

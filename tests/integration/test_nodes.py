@@ -45,20 +45,30 @@ def _l4_node() -> str | None:
 class Worker:
     """A worker node in the foreground (`gale cluster join --block`), stopped by SIGTERM."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, flags: list[str] | None = None) -> None:
         self.address = address
+        self.flags = WORKER if flags is None else flags
         self.process: subprocess.Popen[str] | None = None
 
     def join(self) -> str:
         """Start the node; return its id once the head lists it."""
         self.process = subprocess.Popen(
-            [str(GALE), "cluster", "join", self.address, *WORKER, "--block"],
+            [str(GALE), "cluster", "join", self.address, *self.flags, "--block"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        return eventually(_l4_node, 60, "the worker node joins")
+        return eventually(self._joined, 60, "the worker node joins")
+
+    def _joined(self) -> str | None:
+        """The id of the alive worker node this one declares, once the head lists it."""
+        accelerator = self.flags[self.flags.index("--accelerator") + 1]
+        for node in _cluster()["nodes"]:
+            alive = node["state"] == "alive" and node["role"] != "head"
+            if alive and f"accelerator_type:{accelerator}" in node["resources"]:
+                return str(node["node_id"])
+        return None
 
     def stop(self) -> None:
         """Stop the node (Ray drains it, then stops its processes)."""

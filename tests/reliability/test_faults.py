@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from tests.reliability.conftest import full_only
 pytestmark = [pytest.mark.cluster, pytest.mark.model, full_only]
 GALE = str(Path(sys.executable).parent / "gale")
 RECORD = Path("bench-results/reliability-faults.json")
+# A worker node with the head's accelerator: a second home for a profile that takes a node.
+A10G_WORKER = ["--gpus", "4", "--accelerator", "A10G", "--cpus", "8", "--memory", "64"]
 
 
 def record(scenario: str, **facts: Any) -> None:
@@ -43,6 +45,10 @@ def record(scenario: str, **facts: Any) -> None:
     data[scenario] = facts
     RECORD.write_text(json.dumps(data, indent=2) + "\n")
     print(f"\n{scenario}: {json.dumps(facts)}")
+
+
+def _model_replicas(client: ServeClient, name: str) -> list[dict[str, Any]]:
+    return list(model_status(client.get_application(name) or {}).get("replicas") or [])
 
 
 def running_pids(client: ServeClient, name: str) -> set[int]:
@@ -322,3 +328,54 @@ def test_ctrl_c_during_deploy(ray_cluster: ServeClient, gale_env: dict[str, str]
         if child.poll() is None:
             child.kill()
         _delete(name, gale_env, ray_cluster)
+
+
+def test_worker_node_stopped_under_load(
+    bundled_model: Deployed, ray_cluster: ServeClient, delete_after: Callable[..., str]
+) -> None:
+    """Two replicas, one on the head and one on a worker node that is stopped under load."""
+    from tests.integration.test_nodes import Worker, _cluster
+
+    head = next(n for n in _cluster()["nodes"] if n["role"] == "head")
+    worker = Worker(f"{head['ip']}:6379", A10G_WORKER)
+    name = delete_after("node-loss", wait_removed=False)
+    try:
+        worker_id = worker.join()
+        # a10-x4 takes a whole node's four A10Gs: one replica on the head, one on the worker.
+        deployed = subprocess.run(
+            [GALE, "deploy", "--no-input", "--accept-terms", "--json", "--name", name,
+             "--model", bundled_model.spec.model, "--temperature", "0", "--max-length", "32",
+             "--engine", "llamacpp", "--hardware", "a10-x4",
+             "--min-replicas", "2", "--max-replicas", "2"],
+            capture_output=True, text=True, timeout=600, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert deployed.returncode == 0, deployed.stderr
+        result = json.loads(deployed.stdout)
+        nodes = {str(r.get("node_id")) for r in _model_replicas(ray_cluster, name)}
+        assert worker_id in nodes and len(nodes) == 2, nodes
+        target = Target(result["endpoint"], result["api_key"], name)
+        with (
+            BackgroundLoad(target, 6, max_tokens=8, max_duration=300) as load,
+            BackgroundLoad(target, 2, max_tokens=32, stream=True, max_duration=300) as streams,
+        ):
+            eventually(lambda: time.monotonic() - load.started > 3, 10, "load running")
+            stopped_at = time.monotonic()
+            worker.stop()
+            stop_s = time.monotonic() - stopped_at
+            eventually(lambda: time.monotonic() - stopped_at > stop_s + 5, 60, "load after")
+            run, streamed = load.stop(), streams.stop()
+    finally:
+        worker.stop()
+    failed = [r for r in run.results if not r.ok]
+    broken = [r for r in streamed.results if not r.ok]
+    record(
+        "worker node stopped under load, 2 replicas",
+        requests=len(run.results),
+        failed=len(failed),
+        failures_seen_by_clients=sorted({f"{r.status} {r.error[:120]}" for r in failed})[:5],
+        streams=len(streamed.results),
+        streams_broken=len(broken),
+        node_stop_s=round(stop_s, 1),
+    )
+    assert not failed, failed[:3]
+    assert len(run.results) >= 6
