@@ -213,9 +213,11 @@ def page(result: dict[str, Any]) -> str:
     lines += [
         "",
         "A replica's memory is its Python process (the API, the tokenizer, torch) plus what "
-        "it started: for llama.cpp, llama-server with the GGUF mapped as it is (quantized) and "
-        f"a 16-bit KV pool of {result['llama_server_settings']['context_size']} tokens "
-        "sized from the profile; for vLLM, its engine core with bfloat16 weights and its "
+        "it started: for llama.cpp, llama-server with the GGUF's weights as they are "
+        "(quantized; the AMX build repacks them) and a 16-bit KV cache of "
+        f"{result['llama_server_settings']['context_size']} tokens sized from the profile "
+        "(split between the slots when each gets at least 1024 tokens, docs/engines.md); "
+        "for vLLM, its engine core with bfloat16 weights and its "
         "KV cache. The machine is shared: figures move between runs, ratios within one "
         "minute of each other are what this page compares.",
         "",
