@@ -34,14 +34,6 @@ def _cluster() -> dict[str, Any]:
     return json.loads(shown.stdout)
 
 
-def _l4_node() -> str | None:
-    """The id of the alive node that declares an L4, once it has joined."""
-    for node in _cluster()["nodes"]:
-        if node["state"] == "alive" and "accelerator_type:L4" in node["resources"]:
-            return str(node["node_id"])
-    return None
-
-
 class Worker:
     """A worker node in the foreground (`gale cluster join --block`), stopped by SIGTERM."""
 
@@ -59,9 +51,9 @@ class Worker:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        return eventually(self._joined, 60, "the worker node joins")
+        return eventually(self.node_id, 60, "the worker node joins")
 
-    def _joined(self) -> str | None:
+    def node_id(self) -> str | None:
         """The id of the alive worker node this one declares, once the head lists it."""
         accelerator = self.flags[self.flags.index("--accelerator") + 1]
         for node in _cluster()["nodes"]:
@@ -91,7 +83,7 @@ def worker(ray_cluster: ServeClient) -> Iterator[Worker]:
         yield node
     finally:
         node.stop()
-        eventually(lambda: _l4_node() is None, 60, "the worker node is gone")
+        eventually(lambda: node.node_id() is None, 60, "the worker node is gone")
 
 
 def _replica_nodes(client: ServeClient, name: str) -> list[tuple[str, str]]:
