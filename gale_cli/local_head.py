@@ -9,6 +9,7 @@ reachable from the network: Ray's token authentication is what guards them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 from gale_cli.cluster import ServeClient
 from gale_cli.connection import ClusterConfig
 from gale_cli.errors import ClusterError, ClusterUnreachable, UsageError
-from serving import catalog
+from serving import catalog, cores
 
 MIN_CPUS = 8
 MIN_MEMORY_GB = 16
@@ -201,9 +202,15 @@ def start_local_head(
     if config.token is None:
         config = config.with_token(token, str(config.token_file))
     config.gale_home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    environment = ray_environment(config, token, env)
+    core = cores.control_core(cores.caller_cores())
+    if core is not None:
+        # Ray's own processes keep to one core; replicas take back every one (serving.cores).
+        environment[cores.ENGINE_CORES_ENV] = cores.format_cores(cores.caller_cores())
     result = subprocess.run(
         start_command(config, gpus, accelerator),
-        env=ray_environment(config, token, env),
+        env=environment,
+        preexec_fn=None if core is None else functools.partial(cores.keep_to, core),
         # Not the caller's directory: replicas must find `serving` as installed.
         cwd=config.gale_home,
         capture_output=True,

@@ -21,7 +21,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from serving import metrics, relay, serve_config, startup
+from serving import cores, metrics, relay, serve_config, startup
 from serving.activity import sample_activity
 from serving.admission import Limiter
 from serving.ingress import GaleIngress
@@ -42,6 +42,10 @@ class GaleModel:
     async def __init__(self, args: AppArgs) -> None:  # type: ignore[misc]
         # Phases go to a file beside this replica's log, which the CLI reads (serving.startup).
         reporter = startup.begin(startup.Reporter(startup.open_beside(logger.handlers)))
+        # On a local head, every core the machine gives gale, not only Ray's own one.
+        taken = cores.take_engine_cores()
+        if taken:
+            logger.info("gale: the engine runs on cores %s", cores.format_cores(taken))
         logger.info("gale: loading %s for hardware profile %s", args.model, args.hardware)
         reporter.report(startup.LOADING, model=args.model, hardware=args.hardware)
         try:
@@ -99,6 +103,10 @@ class GaleModel:
         finally:
             took_ms = (time.perf_counter() - started) * 1000
             logger.info("%s %s %s %.1fms", scope.get("method"), scope.get("path"), status, took_ms)
+
+    async def answer(self, scope: dict[str, Any], body: bytes) -> relay.Head:
+        """Answer one request that does not stream, whole: one reply instead of a stream."""
+        return await relay.whole(self.forward(scope, body))
 
     async def check_health(self) -> None:
         """Serve's health check (every 10 s): the engine must still generate (serving.health)."""

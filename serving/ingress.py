@@ -1,8 +1,10 @@
 """The application's ingress: owns its route prefix and relays each request to the model.
 
 Ray Serve does not call a request again when the replica serving it dies, so
-the HTTP route belongs to this small deployment, which calls `GaleModel.forward`
-through a `DeploymentHandle` (`serving.relay` holds the logic, without Ray):
+the HTTP route belongs to this small deployment, which calls the model through a
+`DeploymentHandle`: `GaleModel.forward`, a stream, for a request that asks to stream,
+and `GaleModel.answer`, one reply, for every other (`serving.relay` holds the logic,
+without Ray):
 
 - a call that fails before its answer started because the replica was lost
   (died, became unreachable, its node went away) is made again; Serve's router
@@ -18,6 +20,7 @@ names one, so a worker node's loss does not take the route down with it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -56,12 +59,26 @@ class RelayApp:
     """
 
     def __init__(self, model: DeploymentHandle, name: str, counters: Any) -> None:
-        self._model = model.options(stream=True)
+        self._model, self._streamed = model, model.options(stream=True)
         self._name, self._counters = name, counters
 
     async def _call(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Item]:
+        """One call of the model: `answer` (one reply) unless the request asks to stream."""
+        if relay.wants_stream(body):
+            async for item in self._stream(scope, body):
+                yield item
+            return
+        whole: Any = self._model.answer.remote(scope, body)
+        try:
+            head = await whole
+        except asyncio.CancelledError:
+            whole.cancel()
+            raise
+        yield head
+
+    async def _stream(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Item]:
         """One call of the model's `forward`, cancelled if left before its end."""
-        response: Any = self._model.forward.remote(scope, body)
+        response: Any = self._streamed.forward.remote(scope, body)
         finished = False
         try:
             async for item in response:

@@ -6,6 +6,9 @@ already produced), then body chunks. Messages the app sends while the previous
 item is still travelling are coalesced into one item, so a non-streamed answer
 is one item and a busy stream pays the call's per-item cost once per batch.
 
+A request that does not ask to stream is answered `whole`: the same items, joined
+into one `Head` that the replica returns in a single reply.
+
 The ingress's end (`relay`) makes the call, and when it fails before the head
 arrived because the replica was lost (the caller says which errors mean that),
 makes it again, up to `ATTEMPTS` times; the router then picks another replica
@@ -154,6 +157,37 @@ async def respond(app: ASGIApp, scope: dict[str, Any], body: bytes) -> AsyncIter
         disconnected.set()
         if not task.done():
             asyncio.get_running_loop().call_later(DISCONNECT_GRACE_S, task.cancel)
+
+
+def wants_stream(body: bytes) -> bool:
+    """Whether the request asks for a streamed answer: `"stream": true` in its JSON body.
+
+    Only those are relayed as a stream; every other answer comes back whole, in one
+    reply, which costs both ends less than a stream of a single item. A body that is
+    not JSON goes whole too (its answer is a 400).
+    """
+    if b'"stream"' not in body:
+        return False
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(request, dict) and bool(request.get("stream"))
+
+
+async def whole(items: AsyncIterator[Item]) -> Head:
+    """The answer `items` make (as `respond` yields them) as one `Head` holding the whole body."""
+    head: Head | None = None
+    chunks: list[bytes] = []
+    async for item in items:
+        if isinstance(item, Head):
+            head = item
+            chunks.append(item.body)
+        else:
+            chunks.append(item)
+    if head is None:
+        raise RuntimeError("the app ended without an answer")
+    return Head(head.status, head.headers, b"".join(chunks))
 
 
 class ReplicasLost(Exception):

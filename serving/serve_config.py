@@ -33,6 +33,12 @@ INGRESS_NAME = "GaleIngress"
 # The ingress holds every request in flight to the model's replicas (each bounded by their
 # own max_ongoing_requests and max_queued_requests): enough for any number of them.
 INGRESS_MAX_ONGOING = 4096
+# The relay never blocks its event loop, so Serve runs it and the handle's router on the
+# replica's own loop: no hand-over between threads on each request and each reply.
+INGRESS_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+}
 # Ray's resource of the head node: the ingress lives there, so losing a worker node
 # never takes the route down; a tiny amount, so it never holds up placement.
 HEAD_RESOURCE = "node:__internal_head__"
@@ -115,7 +121,11 @@ def ingress_config() -> dict[str, Any]:
         "max_ongoing_requests": INGRESS_MAX_ONGOING,
         # Requests in flight finish through a rolling replacement of the ingress itself.
         "graceful_shutdown_timeout_s": 60,
-        "ray_actor_options": {"num_cpus": 0, "resources": {HEAD_RESOURCE: 0.001}},
+        "ray_actor_options": {
+            "num_cpus": 0,
+            "resources": {HEAD_RESOURCE: 0.001},
+            "runtime_env": {"env_vars": INGRESS_ENV},
+        },
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from devstack import eventually
 from gale_cli.cluster import ServeClient
 from gale_cli.connection import ClusterConfig
 from gale_cli.errors import AuthError
+from serving import cores
 from serving.keys import generate_key
-from serving.serve_config import model_status
+from serving.serve_config import INGRESS_NAME, model_status
 from tests.conftest import Deployed
 
 pytestmark = pytest.mark.cluster
@@ -129,3 +131,19 @@ def test_foreign_app_survives_gales_apply(bundled_model: Deployed) -> None:
     finally:
         client.remove_application("foreign")
         client.wait_for_removal("foreign", 60, poll_interval=0.2)
+
+
+@pytest.mark.model
+def test_ray_keeps_to_one_core_and_the_model_replica_takes_them_all(
+    bundled_model: Deployed,
+) -> None:
+    machine = cores.caller_cores()
+    if len(machine) < 2:
+        pytest.skip("one core: nothing to set apart")
+    app = bundled_model.client.get_application(bundled_model.name) or {}
+    ingress = app["deployments"][INGRESS_NAME]["replicas"]
+    assert ingress and all(
+        os.sched_getaffinity(r["pid"]) == {cores.control_core(machine)} for r in ingress
+    )
+    models = replica_pids(bundled_model.client, bundled_model.name)
+    assert models and all(os.sched_getaffinity(pid) == machine for pid in models)

@@ -11,6 +11,7 @@ import uvicorn
 from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
 
+from serving import relay
 from serving.ingress import RelayApp, replica_lost
 from serving.relay import Head, Item, Message
 
@@ -36,24 +37,63 @@ class Response:
         self.cancelled = True
 
 
-class Handle:
-    """Stands for the model's DeploymentHandle: answers each call with the next outcome."""
+class Whole:
+    """What `handle.answer.remote()` gives back: awaited for the whole answer, cancellable."""
 
-    def __init__(self, *outcomes: list[Item] | BaseException) -> None:
+    def __init__(self, outcome: list[Item] | BaseException) -> None:
+        self.outcome, self.cancelled = outcome, False
+
+    def __await__(self) -> Any:
+        return self._answer().__await__()
+
+    async def _answer(self) -> Item:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return await relay.whole(Response(self.outcome).__aiter__())
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Handle:
+    """Stands for the model's DeploymentHandle: answers each call with the next outcome.
+
+    `calls` records (method, body) per call: `forward` streams, `answer` replies once.
+    """
+
+    def __init__(self, *outcomes: list[Item] | BaseException, streamed: bool = False) -> None:
         self.outcomes = list(outcomes)
-        self.calls: list[tuple[dict[str, Any], bytes]] = []
+        self.streamed = streamed
+        self.calls: list[tuple[str, bytes]] = []
+        self._streaming: Handle | None = None
 
     def options(self, **options: Any) -> Handle:
+        """The streaming handle: one per handle, with outcomes and calls of its own."""
         assert options == {"stream": True}
-        return self
+        if self._streaming is None:
+            self._streaming = Handle(streamed=True)
+        return self._streaming
+
+    def method(self, name: str) -> Any:
+        handle = self
+
+        class Method:
+            def remote(self, scope: dict[str, Any], body: bytes) -> Response | Whole:
+                handle.calls.append((name, body))
+                outcome = handle.outcomes.pop(0)
+                return Response(outcome) if name == "forward" else Whole(outcome)
+
+        return Method()
 
     @property
-    def forward(self) -> Handle:
-        return self
+    def forward(self) -> Any:
+        assert self.streamed, "forward is called through the streaming handle"
+        return self.method("forward")
 
-    def remote(self, scope: dict[str, Any], body: bytes) -> Response:
-        self.calls.append((scope, body))
-        return Response(self.outcomes.pop(0))
+    @property
+    def answer(self) -> Any:
+        assert not self.streamed, "answer is called through the plain handle"
+        return self.method("answer")
 
 
 def serve(app: RelayApp, body: bytes = b"{}") -> list[Message]:
@@ -91,7 +131,21 @@ def test_a_dead_replica_is_called_again_and_the_body_goes_with_it() -> None:
     handle = Handle(ActorDiedError(), [Head(200, JSON, b'{"ok": 1}')])
     sent = serve(RelayApp(handle, "m", None), b'{"q": 1}')  # type: ignore[arg-type]
     assert sent[0]["status"] == 200 and sent[1]["body"] == b'{"ok": 1}'
-    assert [body for _, body in handle.calls] == [b'{"q": 1}', b'{"q": 1}']
+    assert handle.calls == [("answer", b'{"q": 1}'), ("answer", b'{"q": 1}')]
+
+
+def test_a_request_that_asks_to_stream_is_relayed_as_a_stream_and_others_whole() -> None:
+    handle = Handle()
+    streamed = handle.options(stream=True)
+    app = RelayApp(handle, "m", None)  # type: ignore[arg-type]
+    streamed.outcomes = [[Head(200, JSON, b"data: 1\n\n", more=True), b"data: 2\n\n"]]
+    handle.outcomes = [[Head(200, JSON, b'{"a": ', more=True), b"1}"]]
+    sent = serve(app, b'{"stream": true}')
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == b"data: 1\n\ndata: 2\n\n"
+    sent = serve(app, b'{"stream": false}')
+    assert sent[1] == {"type": "http.response.body", "body": b'{"a": 1}', "more_body": False}
+    assert streamed.calls == [("forward", b'{"stream": true}')]
+    assert handle.calls == [("answer", b'{"stream": false}')]
 
 
 def test_a_full_queue_answers_503_with_retry_after_in_the_envelope() -> None:

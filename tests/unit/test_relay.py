@@ -198,6 +198,45 @@ def test_respond_streams_and_coalesces_what_is_ready_together() -> None:
     assert items == [Head(200, SSE, b"a", more=True), b"bc"]
 
 
+def test_whole_joins_a_streamed_answer_into_one_head_that_ends_it() -> None:
+    answer = asyncio.run(relay.whole(relay.respond(streaming_app, dict(SCOPE), b"")))
+    assert answer == Head(200, SSE, b"abc", more=False)
+    assert asyncio.run(relay.whole(relay.respond(json_app, dict(SCOPE), b"x"))) == Head(
+        201, JSON, b"x/m/v1/chat/completions"
+    )
+
+
+def test_whole_raises_when_the_app_fails_or_never_answers() -> None:
+    with pytest.raises(RuntimeError, match="engine gone"):
+        asyncio.run(relay.whole(relay.respond(failing_stream, dict(SCOPE), b"")))
+
+    async def nothing() -> AsyncIterator[Item]:
+        return
+        yield b""
+
+    with pytest.raises(RuntimeError, match="without an answer"):
+        asyncio.run(relay.whole(nothing()))
+
+
+@pytest.mark.parametrize(
+    ("body", "streams"),
+    [
+        (b'{"model": "m", "stream": true}', True),
+        (b'{"model": "m", "stream" : true, "stream_options": {}}', True),
+        (b'{"model": "m", "stream": false}', False),
+        (b'{"model": "m", "stream": null}', False),
+        (b'{"model": "m", "messages": []}', False),
+        (b'{"stream": true', False),  # not JSON: its answer is a 400, whole
+        (b'["stream"]', False),
+        (b"", False),
+    ],
+)
+def test_only_a_request_that_asks_to_stream_is_relayed_as_a_stream(
+    body: bytes, streams: bool
+) -> None:
+    assert relay.wants_stream(body) is streams
+
+
 async def failing_stream(scope: Message, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": SSE})
     await send({"type": "http.response.body", "body": b"a", "more_body": True})
