@@ -1,4 +1,8 @@
-"""`python -m bench [--quick]`: the whole benchmark; writes docs/benchmarks.{json,md,png}."""
+"""`python -m bench [--quick] [--only SECTION,...]`: writes docs/benchmarks.{json,md,png}.
+
+With `--only`, just those sections run (on a fresh head, after `gale deploy`) and
+replace theirs in the published results, which then name them as run again.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter loads, fewer runs")
     parser.add_argument("--engine", default="auto", help="auto, transformers or vllm")
     parser.add_argument("--out", type=Path, default=report.DOCS, help="folder for the results")
+    parser.add_argument("--only", help="comma-separated sections to run again, e.g. replica_killed")
     args = parser.parse_args(argv)
-    results = suite.run(quick=args.quick, engine=args.engine)
+    only = frozenset(args.only.split(",")) if args.only else None
+    results = suite.run(quick=args.quick, engine=args.engine, only=only)
+    if only is not None:
+        published = json.loads((args.out / "benchmarks.json").read_text())
+        results = report.merge_rerun(published, results, only)
     rows = report.figures(results)
     results["figures"] = rows
     args.out.mkdir(parents=True, exist_ok=True)

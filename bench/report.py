@@ -300,6 +300,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def merge_rerun(
+    published: dict[str, Any], rerun: dict[str, Any], sections: frozenset[str]
+) -> dict[str, Any]:
+    """`published` results with `sections` (and their errors) replaced by `rerun`'s, dated."""
+    merged = {**published, "sections": dict(published["sections"])}
+    merged["errors"] = {k: v for k, v in published.get("errors", {}).items() if k not in sections}
+    merged["reruns"] = dict(published.get("reruns", {}))
+    for name in sorted(sections):
+        if name in rerun["sections"]:
+            merged["sections"][name] = rerun["sections"][name]
+        else:
+            merged["sections"].pop(name, None)
+        if name in rerun["errors"]:
+            merged["errors"][name] = rerun["errors"][name]
+        merged["reruns"][name] = rerun["started"]
+    return merged
+
+
 def markdown(results: dict[str, Any], rows: list[dict[str, Any]], png: str | None) -> str:
     """docs/benchmarks.md: the machine, the table, the picture, what went wrong."""
     m = results["machine"]
@@ -318,6 +336,10 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], png: str | Non
         "| figure | gale | reference | ratio | target | met? |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    reruns = results.get("reruns") or {}
+    if reruns:
+        again = ", ".join(f"`{name}` on {when}" for name, when in sorted(reruns.items()))
+        lines[3:3] = ["", f"Sections run again on their own since (`--only`): {again}."]
     for row in rows:
         met = {True: "yes", False: "**no**", None: "—"}[row["met"]]
         unit = f" {row['unit']}"

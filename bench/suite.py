@@ -33,8 +33,8 @@ LOAD_SCRIPT = (
 class Suite:
     """One run's results, filled section by section."""
 
-    def __init__(self, quick: bool, engine: str) -> None:
-        self.quick, self.engine = quick, engine
+    def __init__(self, quick: bool, engine: str, only: frozenset[str] | None = None) -> None:
+        self.quick, self.engine, self.only = quick, engine, only
         self.results: dict[str, Any] = {
             "benchmark": "gale",
             "quick": quick,
@@ -47,7 +47,13 @@ class Suite:
         }
 
     def section(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run one section, keep its result (or its error) and how long it took."""
+        """Run one section, keep its result (or its error) and how long it took.
+
+        With `only`, the sections it does not name are skipped, except `deploy`,
+        which the others measure.
+        """
+        if self.only is not None and name not in self.only and name != "deploy":
+            return None
         print(f"== {name}", flush=True)
         started = time.monotonic()
         load_before = os.getloadavg()[0]
@@ -116,9 +122,11 @@ def gale_deploy(engine: str) -> tuple[dict[str, Any], str]:
     return {"deploy_s": round(took, 1), "status": answer["status"]}, answer["api_key"]
 
 
-def run(quick: bool = False, engine: str = "auto") -> dict[str, Any]:
-    """The whole benchmark on a fresh local head in a throwaway GALE_HOME."""
-    suite = Suite(quick, engine)
+def run(
+    quick: bool = False, engine: str = "auto", only: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The whole benchmark (or the sections `only` names) on a fresh local head."""
+    suite = Suite(quick, engine, only)
     started = time.monotonic()
     with throwaway_home("gale-bench-home-"), local_head() as client:
         suite.section("in_process_load", lambda: {"load_s": inprocess_load_time(engine)})

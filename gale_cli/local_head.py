@@ -9,7 +9,6 @@ reachable from the network: Ray's token authentication is what guards them.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import secrets
@@ -207,16 +206,16 @@ def start_local_head(
     if core is not None:
         # Ray's own processes keep to one core; replicas take back every one (serving.cores).
         environment[cores.ENGINE_CORES_ENV] = cores.format_cores(cores.caller_cores())
-    result = subprocess.run(
-        start_command(config, gpus, accelerator),
-        env=environment,
-        preexec_fn=None if core is None else functools.partial(cores.keep_to, core),
-        # Not the caller's directory: replicas must find `serving` as installed.
-        cwd=config.gale_home,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with cores.kept_to(core):
+        result = subprocess.run(
+            start_command(config, gpus, accelerator),
+            env=environment,
+            # Not the caller's directory: replicas must find `serving` as installed.
+            cwd=config.gale_home,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
         raise ClusterError(f"`ray start --head` failed:\n{tail.replace(token, '***')}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 logger = logging.getLogger("ray.serve")
 
@@ -51,9 +51,22 @@ def parse_cores(text: str) -> set[int]:
         return set()
 
 
-def keep_to(core: int) -> None:
-    """Confine this process (and what it starts) to `core`: a `preexec_fn` for `ray start`."""
+@contextlib.contextmanager
+def kept_to(core: int | None) -> Iterator[None]:
+    """Run the block with this thread on `core` alone, so processes it starts inherit that.
+
+    None leaves the thread as it is. Affinity is per thread, so other threads of this
+    process are not affected; the thread's own cores come back when the block ends.
+    """
+    if core is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def take_engine_cores(environ: dict[str, str] | os._Environ[str] = os.environ) -> set[int]:

@@ -32,6 +32,24 @@ def test_without_the_variable_a_replica_keeps_its_cores() -> None:
     assert os.sched_getaffinity(0) == before
 
 
+def test_what_starts_in_the_block_keeps_to_the_core_and_the_thread_gets_its_cores_back() -> None:
+    machine = cores.caller_cores()
+    if len(machine) < 2:
+        pytest.skip("one core: nothing to set apart")
+    last = cores.control_core(machine)
+    with cores.kept_to(last):
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    assert child.stdout.strip() == f"[{last}]"
+    assert os.sched_getaffinity(0) == machine
+    with cores.kept_to(None):
+        assert os.sched_getaffinity(0) == machine
+
+
 TAKES_BACK = """
 import os, threading
 from serving import cores
