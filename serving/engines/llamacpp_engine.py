@@ -45,7 +45,7 @@ from serving.engines.llamacpp_server import (
     server_settings,
     start_server,
 )
-from serving.engines.slots import Slots
+from serving.engines.slots import LowestFree, Slots
 
 if TYPE_CHECKING:
     import httpx
@@ -86,9 +86,10 @@ class LlamaCppEngine(HFTokenizerEngine):
         )
         self._batch_size = settings.parallel
         # Per event loop (a replica has one): an HTTP client, which belongs to the loop it
-        # first ran on, and the admission gate of at most `batch_size` requests at once.
+        # first ran on, the admission gate of at most `batch_size` requests at once, and
+        # the llama-server slot numbers free.
         self._loops: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, Slots]
+            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, Slots, LowestFree]
         ] = weakref.WeakKeyDictionary()
         self._closed = False
 
@@ -130,7 +131,7 @@ class LlamaCppEngine(HFTokenizerEngine):
     def activity(self) -> Activity:
         """Requests waiting for a slot and requests in llama-server's slots (no cache figure)."""
         queued = running = 0
-        for _, slots in list(self._loops.values()):
+        for _, slots, _ in list(self._loops.values()):
             queued += slots.waiting
             running += slots.held
         return Activity(queued, running, self.batch_size)
@@ -153,7 +154,7 @@ class LlamaCppEngine(HFTokenizerEngine):
                 self.settings.parallel,
             )
         self._batch_size = int(size)
-        for loop, (_, slots) in list(self._loops.items()):
+        for loop, (_, slots, _) in list(self._loops.items()):
             if not loop.is_closed():
                 loop.call_soon_threadsafe(slots.set_limit, int(size))
 
@@ -164,8 +165,9 @@ class LlamaCppEngine(HFTokenizerEngine):
         which cancels the request in llama-server and frees its slot."""
         self.check_request(prompt_ids, params)
         body = request_body(prompt_ids, params, stream=True)
-        client, slots = self._per_loop()
+        client, slots, numbers = self._per_loop()
         await slots.acquire()
+        slot = _ask_for_slot(body, numbers)
         try:
             async with client.stream("POST", "/completion", json=body) as response:
                 if response.status_code != 200:
@@ -181,6 +183,7 @@ class LlamaCppEngine(HFTokenizerEngine):
         except _http_errors() as error:
             raise EngineError(f"llama-server failed: {error}") from error
         finally:
+            numbers.give(slot)
             slots.release()
         raise EngineError("llama-server ended a stream without a finish reason")
 
@@ -193,13 +196,15 @@ class LlamaCppEngine(HFTokenizerEngine):
             return await collect(self.stream(prompt_ids, params))
         self.check_request(prompt_ids, params)
         body = request_body(prompt_ids, params, stream=False)
-        client, slots = self._per_loop()
+        client, slots, numbers = self._per_loop()
         await slots.acquire()
+        slot = _ask_for_slot(body, numbers)
         try:
             response = await client.post("/completion", json=body)
         except _http_errors() as error:
             raise EngineError(f"llama-server failed: {error}") from error
         finally:
+            numbers.give(slot)
             slots.release()
         if response.status_code != 200:
             _refuse(response.status_code, response.text)
@@ -214,7 +219,7 @@ class LlamaCppEngine(HFTokenizerEngine):
         if self._closed:
             return
         self._closed = True
-        for loop, (_, slots) in list(self._loops.items()):
+        for loop, (_, slots, _) in list(self._loops.items()):
             if not loop.is_closed():
                 loop.call_soon_threadsafe(slots.fail_waiting, EngineError("the engine is closed"))
         here = self._loops.pop(asyncio.get_running_loop(), None)
@@ -222,7 +227,7 @@ class LlamaCppEngine(HFTokenizerEngine):
             await here[0].aclose()
         await asyncio.to_thread(self.server.stop)
 
-    def _per_loop(self) -> tuple[httpx.AsyncClient, Slots]:
+    def _per_loop(self) -> tuple[httpx.AsyncClient, Slots, LowestFree]:
         import httpx
 
         loop = asyncio.get_running_loop()
@@ -230,9 +235,21 @@ class LlamaCppEngine(HFTokenizerEngine):
         if found is None:
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
             client = httpx.AsyncClient(base_url=self.server.url, timeout=None, limits=limits)
-            found = (client, Slots(self._batch_size))
+            # Which llama-server slot each request takes: the lowest free (`LowestFree`).
+            # A replica has one loop; a second would share the slots, and a request
+            # asking for a busy one waits in llama-server until it frees.
+            found = (client, Slots(self._batch_size), LowestFree(self.settings.parallel))
             self._loops[loop] = found
         return found
+
+
+def _ask_for_slot(body: dict[str, Any], numbers: LowestFree) -> int | None:
+    """Take the lowest free slot number and ask llama-server for it; None (llama-server
+    picks) when a batch size above its slots let more requests in than it has."""
+    slot = numbers.take()
+    if slot is not None:
+        body["id_slot"] = slot
+    return slot
 
 
 def request_body(prompt_ids: Sequence[int], params: SamplingParams, stream: bool) -> dict[str, Any]:

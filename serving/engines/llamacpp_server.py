@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -49,6 +50,8 @@ MIN_KV_CACHE_GB = 0.25
 PER_SLOT_MIN_TOKENS = 1024
 """The least context a slot's own KV region may hold; below it the slots share one pool."""
 START_TIMEOUT_S = 300.0
+SPIN_COUNT = 10_000
+"""Spins of an OpenMP thread waiting at a barrier before it sleeps (see `server_env`)."""
 
 
 def server_binary() -> Path | None:
@@ -183,6 +186,24 @@ def server_command(binary: Path, model: str, port: int, settings: ServerSettings
     ]
 
 
+def server_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment llama-server starts with: the replica's, and a short OpenMP spin.
+
+    llama.cpp's OpenMP threads meet at a barrier after every operation of a step,
+    hundreds of times per token. A thread that sleeps at once (`OMP_WAIT_POLICY=
+    PASSIVE`) pays a wake-up at each, and a thread that spins without end holds a
+    core Ray's processes and other replicas need. `GOMP_SPINCOUNT` spins that many
+    times, then sleeps: measured on the bundled model through a 2-core local head,
+    about 6 times the tokens/s of passive at one request and 1.5 to 2 times at 8 to
+    64 (docs/engines.md). An `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` set in the
+    replica's environment is kept.
+    """
+    env = dict(environ)
+    if "OMP_WAIT_POLICY" not in env:
+        env.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
+    return env
+
+
 class ServerProcess:
     """A running llama-server: its port and its log; `stop()` ends it."""
 
@@ -218,13 +239,8 @@ def start_server(binary: Path, model: str, settings: ServerSettings) -> ServerPr
 
     port = _free_port()
     log = Path(tempfile.mkstemp(prefix="gale-llama-server-", suffix=".log")[1])
-    env = dict(os.environ)
-    # OpenMP's threads spin-wait between steps by default; on cores shared with Ray,
-    # the API and other replicas, a spinning thread holds a core another needs and
-    # each step waits for it (3 tokens/s against 46 passive, measured here).
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with log.open("wb") as out:
-        process = _spawn(server_command(binary, model, port, settings), env, out)
+        process = _spawn(server_command(binary, model, port, settings), server_env(), out)
     server = ServerProcess(process, port, log)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 
 
 class Slots:
@@ -59,3 +60,27 @@ class Slots:
             if not waiter.done():
                 self.held += 1
                 waiter.set_result(None)
+
+
+class LowestFree:
+    """Numbers 0 to `size` - 1 handed out lowest first, so those in use stay together.
+
+    llama-server keeps each slot's KV cache in a region of its own, and a decode step
+    reads the regions from the lowest slot in the batch to the highest, busy or not:
+    eight requests on slots 0 to 7 read 8 regions, on slots 3 and 60 read 58. Left to
+    itself, llama-server picks a slot by prompt likeness or least recent use, which
+    spreads requests over every slot once it has run 64 at once (bundled model, 8
+    requests at once: 498 tokens/s before a run of 64, 367 after). Asking for the
+    lowest free slot keeps the regions a step reads as few as the requests in it.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = list(range(size))  # a heap
+
+    def take(self) -> int | None:
+        """The lowest free number, or None when all are taken."""
+        return heapq.heappop(self._free) if self._free else None
+
+    def give(self, number: int | None) -> None:
+        if number is not None:
+            heapq.heappush(self._free, number)

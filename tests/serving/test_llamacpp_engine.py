@@ -22,10 +22,12 @@ from serving.engines.llamacpp_server import (
     GIB,
     PER_SLOT_MIN_TOKENS,
     RUNTIME_GB,
+    SPIN_COUNT,
     GGUFShape,
     gguf_shape,
     server_binary,
     server_command,
+    server_env,
     server_settings,
 )
 from serving.model_source import resolve
@@ -95,6 +97,14 @@ def test_slots_and_kv_pool_from_the_spec_and_profile(monkeypatch: pytest.MonkeyP
     assert "--kv-unified" in server_command(Path("llama-server"), "m.gguf", 1, pinned)
 
 
+def test_llama_server_spins_briefly_at_barriers_unless_the_replica_says_otherwise() -> None:
+    assert server_env({"PATH": "/bin"}) == {"PATH": "/bin", "GOMP_SPINCOUNT": str(SPIN_COUNT)}
+    # An operator's choice in the replica's environment stands.
+    assert server_env({"GOMP_SPINCOUNT": "0"})["GOMP_SPINCOUNT"] == "0"
+    passive = server_env({"OMP_WAIT_POLICY": "PASSIVE"})
+    assert passive == {"OMP_WAIT_POLICY": "PASSIVE"}  # a spin count would override it
+
+
 def test_request_body_turns_off_llamacpp_defaults_and_maps_every_field() -> None:
     params = SamplingParams(
         temperature=0.7,
@@ -160,6 +170,14 @@ async def test_weights_stay_quantized(llama: LlamaCppEngine) -> None:
     assert _rss_bytes(llama.server.process.pid) < 1.3 * size + kv + 64 * 2**20
 
 
+def test_the_running_server_has_the_spin_count(llama: LlamaCppEngine) -> None:
+    expected = server_env().get("GOMP_SPINCOUNT")
+    if expected is None:
+        pytest.skip("this environment sets OMP_WAIT_POLICY, which the server keeps instead")
+    environ = Path(f"/proc/{llama.server.process.pid}/environ").read_bytes().split(b"\0")
+    assert f"GOMP_SPINCOUNT={expected}".encode() in environ
+
+
 async def test_batch_size_above_the_slots_is_capped(llama: LlamaCppEngine) -> None:
     assert llama.batch_size == 8 == llama.settings.parallel
     llama.set_batch_size(64)
@@ -178,7 +196,7 @@ async def test_leaving_a_stream_frees_the_slot_in_llama_server(llama: LlamaCppEn
         await stream.aclose()
 
         async def busy_slots() -> int:
-            client, _ = llama._per_loop()
+            client, _, _ = llama._per_loop()
             slots = (await client.get("/slots")).json()
             return sum(1 for slot in slots if slot["is_processing"])
 
@@ -190,6 +208,27 @@ async def test_leaving_a_stream_frees_the_slot_in_llama_server(llama: LlamaCppEn
         assert done.completion_tokens == 3
     finally:
         llama.set_batch_size(8)
+
+
+async def test_a_request_takes_the_lowest_free_slot_not_the_likeliest(
+    llama: LlamaCppEngine,
+) -> None:
+    # Two at once take slots 0 and 1 (the lowest free, in the order they arrive).
+    await asyncio.gather(
+        llama.generate(llama.encode_chat(QUESTION), SamplingParams(max_tokens=4)),
+        llama.generate(llama.encode_chat(LONG), SamplingParams(max_tokens=4)),
+    )
+    # Alone, llama-server would give the second prompt again to slot 1, which holds it;
+    # gale asks for slot 0, so the slots a step reads stay at the bottom.
+    stream = llama.stream(llama.encode_chat(LONG), SamplingParams(max_tokens=500))
+    async for _ in stream:
+        break
+    try:
+        client, _, _ = llama._per_loop()
+        busy = [slot["id"] for slot in (await client.get("/slots")).json() if slot["is_processing"]]
+        assert busy == [0]
+    finally:
+        await stream.aclose()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="auto is vLLM with a CUDA device")
