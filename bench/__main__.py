@@ -22,6 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated sections to run again, e.g. replica_killed")
     args = parser.parse_args(argv)
     only = frozenset(args.only.split(",")) if args.only else None
+    unknown = sorted((only or frozenset()) - set(suite.SECTIONS))
+    if unknown:
+        # Refused before anything runs: a misspelt name would otherwise run nothing and
+        # drop that section from the published results.
+        parser.error(
+            f"--only names no section {', '.join(unknown)}; the sections are "
+            + ", ".join(suite.SECTIONS)
+        )
     results = suite.run(quick=args.quick, engine=args.engine, only=only)
     if only is not None:
         published = json.loads((args.out / "benchmarks.json").read_text())

