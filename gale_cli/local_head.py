@@ -202,10 +202,11 @@ def start_local_head(
         config = config.with_token(token, str(config.token_file))
     config.gale_home.mkdir(parents=True, exist_ok=True, mode=0o700)
     environment = ray_environment(config, token, env)
-    core = cores.control_core(cores.caller_cores())
+    every_core = cores.caller_cores()
+    core = cores.control_core(every_core)
     if core is not None:
         # Ray's own processes keep to one core; replicas take back every one (serving.cores).
-        environment[cores.ENGINE_CORES_ENV] = cores.format_cores(cores.caller_cores())
+        environment[cores.ENGINE_CORES_ENV] = cores.format_cores(every_core)
     with cores.kept_to(core):
         result = subprocess.run(
             start_command(config, gpus, accelerator),
