@@ -276,10 +276,11 @@ def request_body(prompt_ids: Sequence[int], params: SamplingParams, stream: bool
         "dry_multiplier": 0.0,
         "xtc_probability": 0.0,
         "stop": list(params.stop),
-        # A prompt's KV reused from an earlier request was computed within another batch,
-        # which can flip a near tie: every prompt is computed afresh, so a greedy answer
-        # does not depend on what ran before it (a few ms of prefill for a short chat).
-        "cache_prompt": False,
+        # The start of the prompt that the slot still holds (the chat template's opening,
+        # an earlier turn) is reused, not computed again: about a sixth more tokens/s at
+        # every concurrency on a short chat. That KV was computed within another batch,
+        # so a near tie can flip, as it can beside other requests (docs/engines.md).
+        "cache_prompt": True,
         "response_fields": RESPONSE_FIELDS,
     }
     if not params.skip_special_tokens:

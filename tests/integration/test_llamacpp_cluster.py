@@ -8,6 +8,7 @@ that removing the application ends the server too.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -92,6 +93,9 @@ def test_llamacpp_replica_serves_and_its_server_goes_with_it(ray_cluster: ServeC
         ]
         servers = {server for pid in replicas for server in _servers_under(pid)}
         assert len(servers) == 1  # one llama-server, a child of the replica
+        # The local head runs Ray's workers at nice 0, not Ray's 15 (WORKER_NICENESS_ENV),
+        # so llama.cpp's threads do not give way to Ray's daemons on their shared core.
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in [*replicas, *servers]} == {0}
     finally:
         ray_cluster.remove_application(spec.name)
         ray_cluster.wait_for_removal(spec.name, 120, poll_interval=0.5)
