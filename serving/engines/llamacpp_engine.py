@@ -18,6 +18,7 @@ would mean writing in Python the scheduler llama-server already has in C++
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import weakref
@@ -165,26 +166,22 @@ class LlamaCppEngine(HFTokenizerEngine):
         which cancels the request in llama-server and frees its slot."""
         self.check_request(prompt_ids, params)
         body = request_body(prompt_ids, params, stream=True)
-        client, slots, numbers = self._per_loop()
-        await slots.acquire()
-        slot = _ask_for_slot(body, numbers)
-        try:
-            async with client.stream("POST", "/completion", json=body) as response:
-                if response.status_code != 200:
-                    _refuse(response.status_code, (await response.aread()).decode(errors="replace"))
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    chunk = _chunk(json.loads(line[6:]), len(prompt_ids), params.logprobs)
-                    if chunk.text or chunk.logprobs or chunk.finish_reason is not None:
-                        yield chunk
-                    if chunk.finish_reason is not None:
-                        return
-        except _http_errors() as error:
-            raise EngineError(f"llama-server failed: {error}") from error
-        finally:
-            numbers.give(slot)
-            slots.release()
+        async with self._admitted(body) as client:
+            try:
+                async with client.stream("POST", "/completion", json=body) as response:
+                    if response.status_code != 200:
+                        text = (await response.aread()).decode(errors="replace")
+                        _refuse(response.status_code, text)
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data: "):
+                            continue
+                        chunk = _chunk(json.loads(line[6:]), len(prompt_ids), params.logprobs)
+                        if chunk.text or chunk.logprobs or chunk.finish_reason is not None:
+                            yield chunk
+                        if chunk.finish_reason is not None:
+                            return
+            except _http_errors() as error:
+                raise EngineError(f"llama-server failed: {error}") from error
         raise EngineError("llama-server ended a stream without a finish reason")
 
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Completion:
@@ -196,16 +193,11 @@ class LlamaCppEngine(HFTokenizerEngine):
             return await collect(self.stream(prompt_ids, params))
         self.check_request(prompt_ids, params)
         body = request_body(prompt_ids, params, stream=False)
-        client, slots, numbers = self._per_loop()
-        await slots.acquire()
-        slot = _ask_for_slot(body, numbers)
-        try:
-            response = await client.post("/completion", json=body)
-        except _http_errors() as error:
-            raise EngineError(f"llama-server failed: {error}") from error
-        finally:
-            numbers.give(slot)
-            slots.release()
+        async with self._admitted(body) as client:
+            try:
+                response = await client.post("/completion", json=body)
+            except _http_errors() as error:
+                raise EngineError(f"llama-server failed: {error}") from error
         if response.status_code != 200:
             _refuse(response.status_code, response.text)
 
@@ -227,6 +219,25 @@ class LlamaCppEngine(HFTokenizerEngine):
             await here[0].aclose()
         await asyncio.to_thread(self.server.stop)
 
+    @contextlib.asynccontextmanager
+    async def _admitted(self, body: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
+        """Hold a place in gale's admission gate and a llama-server slot for the block.
+
+        The request asks for the lowest free slot (`id_slot`, `LowestFree`); when a batch
+        size above the server's slots let more requests in than it has, there is none
+        to ask for, and llama-server picks.
+        """
+        client, slots, numbers = self._per_loop()
+        await slots.acquire()
+        number = numbers.take()
+        if number is not None:
+            body["id_slot"] = number
+        try:
+            yield client
+        finally:
+            numbers.give(number)
+            slots.release()
+
     def _per_loop(self) -> tuple[httpx.AsyncClient, Slots, LowestFree]:
         import httpx
 
@@ -241,15 +252,6 @@ class LlamaCppEngine(HFTokenizerEngine):
             found = (client, Slots(self._batch_size), LowestFree(self.settings.parallel))
             self._loops[loop] = found
         return found
-
-
-def _ask_for_slot(body: dict[str, Any], numbers: LowestFree) -> int | None:
-    """Take the lowest free slot number and ask llama-server for it; None (llama-server
-    picks) when a batch size above its slots let more requests in than it has."""
-    slot = numbers.take()
-    if slot is not None:
-        body["id_slot"] = slot
-    return slot
 
 
 def request_body(prompt_ids: Sequence[int], params: SamplingParams, stream: bool) -> dict[str, Any]:
