@@ -68,7 +68,7 @@ bench-vllm: install
 	$(BIN)/python -m bench.vllm_vs_serve
 
 # gale with each engine and auto against `vllm serve` and `llama-server` on CPU at
-# concurrency 1, 8, 32, 64, alternated; writes docs/cpu-servers.{md,png}. About 20 minutes
+# concurrency 1, 8, 32, 64, alternated; writes docs/cpu-servers.{md,png}. 10 to 20 minutes
 # on 2 cores; `$(BIN)/python -m bench.cpu_servers --quick` is the short run.
 bench-cpu: install
 	$(BIN)/python -m bench.cpu_servers
