@@ -241,7 +241,10 @@ def page(result: dict[str, Any]) -> str:
         "figure is the median of those. While one server is measured the reference servers "
         "not being measured are stopped (SIGSTOP; idle, vLLM's CPU worker still takes about "
         "a sixth of a core); gale's deployment stays up while the references are measured. "
-        "llama-server is started afresh beside each gale deployment.",
+        "llama-server is started afresh beside each gale deployment. Its requests reuse "
+        "the KV of a prompt's start that a slot still holds (its own default, "
+        "`cache_prompt`), where gale's engine computes every prompt afresh so that a greedy "
+        "answer does not depend on the requests before it (docs/engines.md).",
         "",
         "| server | " + " | ".join(f"c{level} tok/s" for level in levels) + " | start-up |",
         "| --- | " + " | ".join("---" for _ in levels) + " | --- |",
