@@ -103,9 +103,6 @@ def start_command(config: ClusterConfig, gpus: int, accelerator: str | None) -> 
     return command
 
 
-# What Ray, Python and the engines need from the caller's environment. Everything
-# else (cloud credentials, other services' tokens) stays out of the head and its
-# replicas unless named with `gale cluster up --env NAME`.
 # Ray starts its workers (Serve's proxy and controller, every replica and what a replica
 # starts, such as llama-server) at nice 15, beneath its own daemons. On a local head the
 # daemons keep to their own core (serving.cores), and at nice 15 an engine thread that
@@ -114,6 +111,9 @@ def start_command(config: ClusterConfig, gpus: int, accelerator: str | None) -> 
 # 7 to 9% faster at nice 0 (docs/engines.md). A value the caller set is kept.
 WORKER_NICENESS_ENV = "RAY_worker_niceness"
 
+# What Ray, Python and the engines need from the caller's environment. Everything
+# else (cloud credentials, other services' tokens) stays out of the head and its
+# replicas unless named with `gale cluster up --env NAME`.
 KEPT_NAMES = {
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "LANG", "LANGUAGE",
     "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "XDG_CACHE_HOME", "OMP_NUM_THREADS",
